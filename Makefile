@@ -1,0 +1,66 @@
+# Userkeep. Quick start: `make run`, then `make test`. Only Python 3.11+ is required.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+export HOST PORT
+
+.PHONY: install run serve migrate test fuzz lint fmt clean bench
+
+install: $(STAMP)
+
+# Re-installs only when pyproject.toml changed, so a second `make run` starts at once.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/python -m app serve
+
+migrate: install
+	$(BIN)/python -m app migrate
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Schemathesis against the app's own OpenAPI, on a throwaway embedded PostgreSQL (fuzz/run.py);
+# FUZZ_ARGS="--max-examples 100 --seed N" for a longer or a reproduced run.
+fuzz: install
+	$(BIN)/python -m fuzz.run $(FUZZ_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy app tests fuzz
+
+fmt: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) build *.egg-info
+
+# Load benchmark, never part of `make test`: Userkeep's hot routes next to a minimal FastAPI +
+# asyncpg app, fastapi-users and the argon2id ceiling, on the embedded bench PostgreSQL
+# (.data/bench). Prints one table and writes bench/results/latest.md. Knobs (environment):
+# BENCH_USERS, WORKERS, BENCH_CONNECTIONS, BENCH_DURATION, BENCH_ONLY, ... (bench/run.py).
+BENCH_STAMP        := $(VENV)/.bench-installed
+FASTAPI_USERS_VENV := .data/bench/fastapi-users-venv
+
+bench: $(BENCH_STAMP) $(FASTAPI_USERS_VENV)/.installed
+	$(BIN)/python -m bench.run
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	touch $@
+
+# fastapi-users pins SQLAlchemy < 2.1: its reference server gets a venv of its own.
+$(FASTAPI_USERS_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(FASTAPI_USERS_VENV)
+	$(FASTAPI_USERS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FASTAPI_USERS_VENV)/bin/python -m pip install -q -e '.[bench-fastapi-users]'
+	touch $@

@@ -1,0 +1,1 @@
+"""Userkeep: self-hosted user management on one PostgreSQL user store."""

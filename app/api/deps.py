@@ -1,0 +1,103 @@
+"""Request-scoped dependencies: the database session, the caller's origin and principal."""
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.security.client_ip import client_ip
+from app.security.passwords import PasswordHasher
+from app.services import sessions
+from app.services.audit import Origin
+from app.services.ratelimit import Rules
+from app.services.sessions import Principal
+from app.settings import Settings
+
+bearer = HTTPBearer(auto_error=False, description="a session_token from signup/signin/refresh")
+
+
+async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessions() as db:
+        yield db
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_hasher(request: Request) -> PasswordHasher:
+    hasher: PasswordHasher = request.app.state.hasher
+    return hasher
+
+
+def get_origin(request: Request) -> Origin:
+    peer = request.client.host if request.client else None
+    return Origin(
+        ip=client_ip(peer, request.headers.get("x-forwarded-for"), request.app.state.proxies),
+        user_agent=request.headers.get("user-agent"),
+    )
+
+
+async def hash_admission(request: Request) -> AsyncIterator[None]:
+    """For routes that hash a password: 503 at once when too many already wait to."""
+    hasher: PasswordHasher = request.app.state.hasher
+    async with hasher.admission():
+        yield
+
+
+def get_rules(request: Request) -> Rules:
+    rules: Rules = request.app.state.rate_limits
+    return rules
+
+
+def rate_limit(rule: str) -> Callable[..., Awaitable[None]]:
+    """A dependency counting one request against the per-IP rule `rule` (429 past it)."""
+
+    async def dependency(
+        rules: Annotated[Rules, Depends(get_rules)],
+        origin: Annotated[Origin, Depends(get_origin)],
+    ) -> None:
+        await rules.per_ip(rule, origin.ip)
+
+    return dependency
+
+
+def get_tenant_headers(
+    x_app_id: Annotated[
+        str | None, Header(max_length=64, description="app slug or aapp_ id")
+    ] = None,
+    x_env_id: Annotated[
+        str | None, Header(max_length=64, description="env slug or aenv_ id")
+    ] = None,
+) -> dict[str, str]:
+    """The app/env a public call targets, from headers; the body's app_id/env_id win over them."""
+    refs = {"app_id": x_app_id, "env_id": x_env_id}
+    return {k: v for k, v in refs.items() if v}
+
+
+def record_caller(request: Request, user_id: str | None, api_key_id: str | None = None) -> None:
+    """Who an authenticated request acts as, for its access-log line (app/middleware.py)."""
+    request.state.user_id = user_id
+    request.state.api_key_id = api_key_id
+
+
+async def get_principal(
+    request: Request,
+    db: Annotated[AsyncSession, Depends(get_db)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    principal = await sessions.authenticate(db, credentials.credentials if credentials else None)
+    record_caller(request, principal.user.id)
+    return principal
+
+
+Db = Annotated[AsyncSession, Depends(get_db)]
+Config = Annotated[Settings, Depends(get_settings)]
+Hasher = Annotated[PasswordHasher, Depends(get_hasher)]
+From = Annotated[Origin, Depends(get_origin)]
+Caller = Annotated[Principal, Depends(get_principal)]
+Tenant = Annotated[dict[str, str], Depends(get_tenant_headers)]
+Limits = Annotated[Rules, Depends(get_rules)]

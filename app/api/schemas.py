@@ -1,0 +1,368 @@
+"""Request and response models: the shapes of DESIGN.md, with examples for /docs.
+
+Request models forbid unknown fields (422) and run the field rules of services/users.py.
+"""
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    JsonValue,
+    StringConstraints,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+from app.ids import Prefix, checker
+from app.security.passwords import common_passwords
+from app.services import users
+
+
+class Keywords:
+    """JSON Schema keywords for a type whose rules live in a validator: what /docs shows and
+    what a client or fuzzer may rely on, enforced by the validator next to it (they must agree:
+    fuzz/ checks that every value the schema allows is accepted and every other one refused)."""
+
+    def __init__(self, **keywords: Any) -> None:
+        self.keywords = keywords
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        schema.update(self.keywords)
+        return schema
+
+
+# No U+0000 anywhere: PostgreSQL text and jsonb cannot hold it (users.reject_nul, which also
+# refuses unpaired surrogates; those are not Unicode text, so no JSON Schema string has them).
+NO_NUL = "^[^\\u0000]*$"
+# What str.strip() trims (the fields below are trimmed before their rules apply), spelled out:
+# `\s` means something else in each regex dialect (ECMA 262's has U+FEFF, not U+001C-U+001F).
+SPACE = r"\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+def trimmed(core: str) -> str:
+    """A pattern for `core` with the white space str.strip() removes around it."""
+    return f"^[{SPACE}]*{core}[{SPACE}]*$"
+
+
+def typeid_pattern(*prefixes: Prefix) -> str:
+    """A TypeID: the prefix, '_', then 26 Crockford base32 characters, the first at most 7."""
+    names = "|".join(prefix.value for prefix in prefixes)
+    return f"^(?:{names})_[0-7][0-9a-hjkmnp-tv-z]{{25}}$"
+
+
+def typeid(prefix: Prefix) -> Any:
+    return Keywords(
+        pattern=typeid_pattern(prefix), examples=[f"{prefix.value}_01jdk3v7m6e8x9q2w4r5t6y7u8"]
+    )
+
+
+Email = Annotated[
+    str,
+    StringConstraints(max_length=users.MAX_EMAIL),
+    AfterValidator(users.clean_email),
+    Keywords(
+        format="email",
+        description="surrounding spaces are trimmed; special-use domains (.test, .local, "
+        ".localhost, .invalid, .onion, .arpa) are refused",
+    ),
+]
+Username = Annotated[
+    str,
+    StringConstraints(max_length=64),
+    AfterValidator(users.clean_username),
+    Keywords(
+        pattern=trimmed("[A-Za-z0-9_.-]{3,32}"),
+        description="3-32 letters, digits, '_', '.', '-' (trimmed); stored lower-cased; "
+        "reserved names "
+        f"({', '.join(sorted(users.RESERVED_USERNAMES)[:6])}, …) are refused",
+    ),
+]
+Phone = Annotated[
+    str,
+    StringConstraints(max_length=32),
+    AfterValidator(users.clean_phone),
+    Keywords(
+        pattern=trimmed("\\+[1-9][0-9]{6,14}"),
+        description="E.164 (trimmed), and a possible number of its country (libphonenumber)",
+        examples=["+14155550123"],
+    ),
+]
+# Lengths count what was sent, spaces included (so maxLength says it exactly).
+Name = Annotated[
+    str,
+    StringConstraints(max_length=users.MAX_NAME),
+    AfterValidator(users.clean_name),
+    Keywords(pattern=NO_NUL),
+]
+Image = Annotated[
+    str,
+    StringConstraints(max_length=users.MAX_IMAGE),
+    AfterValidator(users.clean_image),
+    Keywords(
+        pattern=f"^[{SPACE}]*https?://[^\\u0000]*$",
+        examples=["https://example.com/ada.png"],
+    ),
+]
+Metadata = Annotated[
+    dict[str, str],
+    AfterValidator(users.clean_metadata),
+    Keywords(
+        maxProperties=users.METADATA_MAX_KEYS,
+        propertyNames={"minLength": 1, "maxLength": users.METADATA_MAX_KEY, "pattern": NO_NUL},
+        additionalProperties={
+            "type": "string",
+            "maxLength": users.METADATA_MAX_VALUE,
+            "pattern": NO_NUL,
+        },
+    ),
+]
+# What a sign-in is looked up by: any text (an unknown account is a 401, not a 422).
+SigninEmail = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=320),
+    AfterValidator(users.reject_nul),
+    Keywords(pattern=NO_NUL),
+]
+SigninUsername = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    AfterValidator(users.reject_nul),
+    Keywords(pattern=NO_NUL),
+]
+# A password as typed to sign in (or as the current password): checked against the hash only.
+Password = Annotated[str, StringConstraints(max_length=4096)]
+# A new password: the policy of security/passwords.check_policy (the length bounds are the
+# defaults; PASSWORD_MIN_LENGTH may raise the minimum).
+NewPassword = Annotated[
+    str,
+    StringConstraints(max_length=4096),
+    Keywords(
+        minLength=8,
+        maxLength=128,
+        description="8-128 characters (PASSWORD_MIN_LENGTH may ask for more), not one of the "
+        f"{len(common_passwords())} most common passwords (case-insensitive)",
+    ),
+]
+Ref = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    AfterValidator(users.reject_nul),
+    Keywords(pattern=NO_NUL),
+]
+SessionId = Annotated[str, AfterValidator(checker(Prefix.SESSION)), typeid(Prefix.SESSION)]
+UserId = Annotated[str, AfterValidator(checker(Prefix.USER)), typeid(Prefix.USER)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SignupIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "ada@example.com",
+                    "password": "correct horse battery staple",
+                    "name": "Ada Lovelace",
+                    "username": "Ada",
+                }
+            ]
+        },
+    )
+
+    email: Email
+    password: NewPassword
+    name: Name | None = None
+    username: Username | None = None
+    phone: Phone | None = None
+    image: Image | None = None
+    metadata: Metadata | None = None
+    app_id: Ref | None = Field(default=None, description="app slug or aapp_ id; default app")
+    env_id: Ref | None = Field(default=None, description="environment slug or aenv_ id")
+
+
+class SigninIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"email": "ada@example.com", "password": "correct horse battery staple"}],
+            # Exactly one of the two identifiers, as one_identifier() checks.
+            "oneOf": [
+                {"required": ["email"], "properties": {"email": {"type": "string"}}},
+                {"required": ["username"], "properties": {"username": {"type": "string"}}},
+            ],
+        },
+    )
+
+    email: SigninEmail | None = Field(
+        default=None, description="give exactly one of email or username"
+    )
+    username: SigninUsername | None = None
+    password: Password
+    app_id: Ref | None = None
+    env_id: Ref | None = None
+
+    @model_validator(mode="after")
+    def one_identifier(self) -> "SigninIn":
+        if (self.email is None) == (self.username is None):
+            raise ValueError("give exactly one of email or username")
+        return self
+
+
+class RefreshIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"refresh_token": "ukrt_…"}]}
+    )
+
+    refresh_token: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+# In a profile PATCH, `display_username` re-cases the username: not with `"username": null`.
+CLEARED_USERNAME: dict[str, JsonValue] = {
+    "username": {
+        "if": {"properties": {"username": {"type": "null"}}},
+        "then": {"properties": {"display_username": {"type": "null"}}},
+    }
+}
+
+
+class ProfilePatch(Strict):
+    """Absent fields stay unchanged; `null` clears name, username, image or phone."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"name": "Ada King", "metadata": {"theme": "dark"}}],
+            "dependentSchemas": CLEARED_USERNAME,
+        },
+    )
+
+    name: Name | None = None
+    username: Username | None = None
+    display_username: Username | None = None
+    image: Image | None = None
+    phone: Phone | None = None
+    metadata: Metadata | None = None
+
+    def changes(self) -> dict[str, Any]:
+        return {field: getattr(self, field) for field in self.model_fields_set}
+
+
+class ChangePasswordIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "current_password": "correct horse battery staple",
+                    "new_password": "a new long passphrase",
+                }
+            ]
+        },
+    )
+
+    current_password: Password
+    new_password: NewPassword
+
+
+class UserOut(BaseModel):
+    id: str = Field(examples=["ausr_01jdk3v7m6e8x9q2w4r5t6y7u8"])
+    app_id: str
+    env_id: str
+    email: str
+    email_verified: bool
+    name: str | None
+    image: str | None
+    username: str | None
+    display_username: str | None
+    phone: str | None
+    phone_verified: bool
+    role: str
+    password_changed_at: datetime | None
+    banned: bool
+    ban_reason: str | None
+    ban_expires: datetime | None
+    metadata: dict[str, str]
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
+class TokensOut(BaseModel):
+    user: UserOut
+    session_token: str = Field(description="bearer token for authenticated routes (1 h)")
+    refresh_token: str = Field(description="exchange at /v1/auth/refresh (30 d, single use)")
+    expires_at: datetime
+
+
+class StatusOut(BaseModel):
+    status: str
+
+
+class SessionOut(BaseModel):
+    id: str
+    family_id: str
+    created_at: datetime
+    expires_at: datetime
+    refresh_expires_at: datetime
+    last_used_at: datetime | None
+    ip: str | None
+    user_agent: str | None
+    current: bool
+
+
+class SessionsOut(BaseModel):
+    sessions: list[SessionOut]
+
+
+class ExportSessionOut(SessionOut):
+    revoked_at: datetime | None
+
+
+class AuditEventOut(BaseModel):
+    id: str
+    action: str
+    actor_type: str
+    actor_id: str | None
+    target_user_id: str | None
+    app_id: str | None
+    env_id: str | None
+    ip: str | None
+    user_agent: str | None
+    created_at: datetime
+    metadata: dict[str, Any]
+
+
+class ExportOut(BaseModel):
+    user: UserOut
+    sessions: list[ExportSessionOut]
+    devices: list[dict[str, Any]]
+    organizations: list[dict[str, Any]]
+    mfa_enrollments: list[dict[str, Any]]
+    audit_events: list[AuditEventOut]
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    """The one error envelope of every non-2xx answer."""
+
+    error: str = Field(examples=["user is banned"])
+    code: int = Field(examples=[403])
+    type: str = Field(examples=["user_banned"])
+    details: list[ErrorDetail] | None = None
+    ban_expires: datetime | None = None

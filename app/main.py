@@ -1,0 +1,218 @@
+"""create_app(settings) -> FastAPI: routers, the error envelope, and the database lifecycle."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from alembic.script import ScriptDirectory
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
+
+from app import db as database
+from app.api import admin, auth, faroe, health
+from app.errors import ApiError, envelope
+from app.metrics import Metrics
+from app.middleware import BodyLimit, Observe, RequestId, SecurityHeaders, docs_pages
+from app.security.passwords import PasswordHasher
+from app.services import ratelimit, tenancy
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("userkeep")
+
+DESCRIPTION = """
+Self-hosted user management. Sign up or sign in under **auth**, press **Authorize** and paste
+the `session_token`, then try `GET /v1/auth/me`.
+
+Every error has one shape: `{"error": "...", "code": 403, "type": "user_banned"}`.
+"""
+
+HTTP_TYPES = {
+    400: "bad_request",
+    401: "authentication_required",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "service_unavailable",
+}
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in {"body", "query", "path", "header", "cookie"}:
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if problem := _unreadable_body(exc):
+            return JSONResponse(envelope(*problem), status_code=problem[0])
+        details = [
+            {"field": _field(tuple(err.get("loc", ()))), "message": str(err.get("msg", ""))}
+            for err in exc.errors()
+        ]
+        first = details[0] if details else {"field": "body", "message": "invalid"}
+        body = envelope(
+            422, "validation_error", f"{first['field']}: {first['message']}", details=details
+        )
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400 and (problem := _unreadable_body(exc)):
+            return JSONResponse(envelope(*problem), status_code=400)
+        type_ = HTTP_TYPES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else type_.replace("_", " ")
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            # Starlette names only the methods of the first route of the path; Allow must
+            # list every method the resource has (RFC 9110 section 15.5.6).
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+        return JSONResponse(
+            envelope(exc.status_code, type_, message.lower()),
+            status_code=exc.status_code,
+            headers=headers,
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        request_id = getattr(request.state, "request_id", "-")
+        if _is_unavailable(exc):
+            log.warning("database unavailable request_id=%s: %s", request_id, type(exc).__name__)
+            body = envelope(503, "service_unavailable", "database temporarily unavailable")
+            return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+        log.exception("unhandled error request_id=%s", request_id)
+        body = envelope(500, "internal_error", f"internal error (request id {request_id})")
+        return JSONResponse(body, status_code=500)
+
+
+def _unreadable_body(exc: Exception) -> tuple[int, str, str] | None:
+    """(status, type, message) when the request body is not JSON text at all. FastAPI would
+    answer a 422 "JSON decode error" at a character offset for a syntax error, a bare 400
+    "error parsing the body" for bytes that are not UTF-8, nesting too deep for the parser
+    (RecursionError) or a number of too many digits, and for a body of another media type it
+    validates the raw bytes as if they were the object (a misleading 422)."""
+    if isinstance(exc, RequestValidationError):
+        errors = exc.errors()
+        if errors and errors[0].get("type") == "json_invalid":
+            reason = str((errors[0].get("ctx") or {}).get("error") or "invalid")
+            return 400, "bad_request", f"request body is not valid JSON: {reason.lower()}"
+        if isinstance(exc.body, bytes | bytearray):
+            # FastAPI parses only application/json (and +json) bodies, so text/plain, a form
+            # or no Content-Type at all leave the body as bytes.
+            return 415, "unsupported_media_type", "request body must be application/json"
+        return None
+    cause = exc.__cause__
+    if isinstance(cause, RecursionError):
+        return 400, "bad_request", "request body is not valid JSON: nested too deeply"
+    if isinstance(cause, UnicodeDecodeError):
+        return 400, "bad_request", "request body is not UTF-8 text"
+    if isinstance(cause, ValueError):
+        return 400, "bad_request", "request body is not valid JSON"
+    return None
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route answers on the request's path, for a 405's Allow header."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    )
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    """Errors that mean "the database is not there right now", not "the code is wrong"."""
+    return database.is_unavailable(exc)
+
+
+def migration_head() -> str:
+    head = ScriptDirectory(str(database.MIGRATIONS_DIR)).get_current_head()
+    return head or ""
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    embedded = None
+    if settings.database_url:
+        url = settings.database_url
+    else:
+        # Started without `python -m app serve` (e.g. `uvicorn --factory app.main:create_app`).
+        import asyncio
+
+        url, embedded = await asyncio.to_thread(database.resolve_database_url, settings)
+    if settings.migrate_on_start:
+        await database.migrate_async(url)
+    engine = database.create_engine(url, settings)
+    app.state.engine = engine
+    app.state.sessions = database.session_factory(engine)
+    app.state.hasher = PasswordHasher(settings.hash_concurrency, settings.hash_queue_max)
+    app.state.rate_limits = ratelimit.build(settings, engine)
+    if settings.rate_limits == "off":
+        log.warning("RATE_LIMITS=off: sign-in, sign-up and every other route are unlimited")
+    app.state.migration_head = migration_head()
+    async with app.state.sessions() as db:
+        await tenancy.ensure_default_app(db)
+    try:
+        yield
+    finally:
+        await app.state.rate_limits.limiter.store.close()
+        await engine.dispose()
+        if embedded is not None:
+            embedded.stop()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Userkeep",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "auth", "description": "Sign-up, sign-in and the caller's own account."},
+            {
+                "name": "admin",
+                "description": "User administration for admins (a session of a user whose "
+                "role is `admin`) and API keys (`Authorization: Bearer ask_…`). Admins and "
+                "keys of the `default` app act on every app (`app_id`); others on their own.",
+            },
+            {
+                "name": "faroe",
+                "description": "The Faroe user-server endpoint: a Faroe auth server stores and "
+                "reads its users here (docs/faroe.md). Requests are signed with FAROE_SECRET "
+                "(`X-Faroe-Timestamp`, `X-Faroe-Signature`); answers are Faroe's exact bytes, "
+                "not the error envelope.",
+            },
+            {"name": "operations", "description": "Health and readiness probes."},
+        ],
+    )
+    app.state.settings = settings
+    app.state.proxies = settings.trusted_networks()
+    install_error_handlers(app)
+    app.include_router(auth.router)
+    app.include_router(admin.router)
+    app.include_router(faroe.router)
+    app.include_router(health.router)
+    app.state.metrics = Metrics(app.state)
+    # Each add wraps the previous: SecurityHeaders is the outermost (app/middleware.py).
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Observe, metrics=app.state.metrics)
+    app.add_middleware(RequestId)
+    app.add_middleware(SecurityHeaders, docs_paths=docs_pages(app))
+    return app

@@ -1,0 +1,227 @@
+"""The tables. Ids are TypeID strings; times are timezone-aware UTC; tokens are SHA-256 digests."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+
+def _ts(nullable: bool = True, default_now: bool = False) -> Any:
+    return Field(
+        default=None,
+        sa_column=Column(
+            DateTime(timezone=True),
+            nullable=nullable,
+            server_default=func.now() if default_now else None,
+        ),
+    )
+
+
+class App(SQLModel, table=True):
+    __tablename__ = "apps"
+
+    id: str = Field(primary_key=True)
+    slug: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    name: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = _ts(nullable=False, default_now=True)
+
+
+class Environment(SQLModel, table=True):
+    __tablename__ = "environments"
+    __table_args__ = (
+        Index("uq_environments_app_slug", "app_id", "slug", unique=True),
+        Index(
+            "uq_environments_one_default",
+            "app_id",
+            unique=True,
+            postgresql_where=text("is_default"),
+        ),
+    )
+
+    id: str = Field(primary_key=True)
+    app_id: str = Field(
+        sa_column=Column(Text, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False)
+    )
+    slug: str = Field(sa_column=Column(String(64), nullable=False))
+    name: str = Field(sa_column=Column(Text, nullable=False))
+    is_default: bool = Field(default=False, sa_column=Column(Boolean, nullable=False))
+    created_at: datetime = _ts(nullable=False, default_now=True)
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    __table_args__ = (
+        # E-mail and username are unique per (app, env) among live users, case-insensitively;
+        # the names are matched when a unique violation is turned into email_taken/username_taken.
+        Index(
+            "uq_users_email_live",
+            "app_id",
+            "env_id",
+            text("lower(email)"),
+            unique=True,
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+        Index(
+            "uq_users_username_live",
+            "app_id",
+            "env_id",
+            "username",
+            unique=True,
+            postgresql_where=text("deleted_at IS NULL AND username IS NOT NULL"),
+        ),
+        Index("ix_users_app_env_created", "app_id", "env_id", "created_at"),
+        Index("ix_users_deleted_at", "deleted_at", postgresql_where=text("deleted_at IS NOT NULL")),
+    )
+
+    id: str = Field(primary_key=True)
+    app_id: str = Field(sa_column=Column(Text, ForeignKey("apps.id"), nullable=False))
+    env_id: str = Field(sa_column=Column(Text, ForeignKey("environments.id"), nullable=False))
+    email: str = Field(sa_column=Column(Text, nullable=False))
+    email_verified: bool = Field(default=False, sa_column=Column(Boolean, nullable=False))
+    name: str | None = Field(default=None, sa_column=Column(Text))
+    image: str | None = Field(default=None, sa_column=Column(Text))
+    username: str | None = Field(default=None, sa_column=Column(Text))
+    display_username: str | None = Field(default=None, sa_column=Column(Text))
+    phone: str | None = Field(default=None, sa_column=Column(Text))
+    phone_verified: bool = Field(default=False, sa_column=Column(Boolean, nullable=False))
+    role: str = Field(default="user", sa_column=Column(String(32), nullable=False))
+    # A PHC string ($argon2id$…, $2b$…) or, for a Faroe algorithm we cannot verify, the
+    # Faroe triple kept intact (see services/faroe). NULL = no password set.
+    password_hash: str | None = Field(default=None, sa_column=Column(Text))
+    password_changed_at: datetime | None = _ts()
+    banned: bool = Field(default=False, sa_column=Column(Boolean, nullable=False))
+    ban_reason: str | None = Field(default=None, sa_column=Column(Text))
+    ban_expires: datetime | None = _ts()
+    # "metadata" is reserved on SQLAlchemy models, so the attribute has another name.
+    user_metadata: dict[str, str] = Field(
+        default_factory=dict,
+        sa_column=Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    )
+    created_at: datetime = _ts(nullable=False, default_now=True)
+    updated_at: datetime = _ts(nullable=False, default_now=True)
+    deleted_at: datetime | None = _ts()
+    # Faroe's per-field version counters (compare-and-swap on the Faroe door).
+    email_address_counter: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    password_hash_counter: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    disabled_counter: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    sessions_counter: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+
+
+class Session(SQLModel, table=True):
+    __tablename__ = "sessions"
+    __table_args__ = (
+        Index("ix_sessions_user_live", "user_id", postgresql_where=text("revoked_at IS NULL")),
+        Index("ix_sessions_family", "family_id"),
+    )
+
+    id: str = Field(primary_key=True)
+    family_id: str = Field(sa_column=Column(Text, nullable=False))
+    user_id: str = Field(
+        sa_column=Column(Text, ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    )
+    token_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False, unique=True))
+    refresh_token_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False, unique=True))
+    expires_at: datetime = _ts(nullable=False)
+    refresh_expires_at: datetime = _ts(nullable=False)
+    created_at: datetime = _ts(nullable=False, default_now=True)
+    last_used_at: datetime | None = _ts()
+    revoked_at: datetime | None = _ts()
+    revoked_reason: str | None = Field(default=None, sa_column=Column(String(32)))
+    ip: str | None = Field(default=None, sa_column=Column(Text))
+    user_agent: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class AuditEvent(SQLModel, table=True):
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_app_id", "app_id", "id"),
+        Index("ix_audit_target_user", "target_user_id", "id"),
+    )
+
+    id: str = Field(primary_key=True)
+    app_id: str | None = Field(default=None, sa_column=Column(Text))
+    env_id: str | None = Field(default=None, sa_column=Column(Text))
+    action: str = Field(sa_column=Column(String(64), nullable=False))
+    actor_type: str = Field(sa_column=Column(String(16), nullable=False))
+    actor_id: str | None = Field(default=None, sa_column=Column(Text))
+    # No foreign key: the trail outlives a purged user.
+    target_user_id: str | None = Field(default=None, sa_column=Column(Text))
+    ip: str | None = Field(default=None, sa_column=Column(Text))
+    user_agent: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = _ts(nullable=False, default_now=True)
+    event_metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column("metadata", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    )
+
+
+class ApiKey(SQLModel, table=True):
+    """An admin API key (`ask_…`): the secret is shown once and stored only as its SHA-256;
+    `prefix` and `last4` let people recognise a key in a list."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_app", "app_id", "id"),)
+
+    id: str = Field(primary_key=True)
+    app_id: str = Field(
+        sa_column=Column(Text, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False)
+    )
+    name: str = Field(sa_column=Column(Text, nullable=False))
+    key_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False, unique=True))
+    prefix: str = Field(sa_column=Column(String(16), nullable=False))
+    last4: str = Field(sa_column=Column(String(4), nullable=False))
+    created_at: datetime = _ts(nullable=False, default_now=True)
+    last_used_at: datetime | None = _ts()
+    revoked_at: datetime | None = _ts()
+    # The admin user or API key that made it; no foreign key, like the audit trail.
+    created_by: str | None = Field(default=None, sa_column=Column(Text))
+
+
+# Indexes of migration 0002 behind the admin user list: trigram GIN indexes for the partial
+# matches, and one (app_id, sort key, id) btree per sort order (services/admin.SORT_KEYS).
+_users = User.__table__  # type: ignore[attr-defined]
+for _column in ("email", "username", "name", "phone"):
+    Index(
+        f"ix_users_{_column}_trgm",
+        _users.c[_column],
+        postgresql_using="gin",
+        postgresql_ops={_column: "gin_trgm_ops"},
+    )
+Index("ix_users_sort_created", _users.c.app_id, _users.c.created_at, _users.c.id)
+Index("ix_users_sort_updated", _users.c.app_id, _users.c.updated_at, _users.c.id)
+Index("ix_users_sort_email", _users.c.app_id, func.lower(_users.c.email), _users.c.id)
+Index(
+    "ix_users_sort_name",
+    _users.c.app_id,
+    func.coalesce(func.lower(_users.c.name), ""),
+    _users.c.id,
+)
+Index("ix_users_sort_username", _users.c.app_id, func.coalesce(_users.c.username, ""), _users.c.id)
+Index(
+    "ix_users_live",
+    _users.c.app_id,
+    _users.c.env_id,
+    postgresql_where=_users.c.deleted_at.is_(None),
+)
+Index(
+    "ix_users_banned",
+    _users.c.app_id,
+    _users.c.ban_expires,
+    postgresql_where=_users.c.banned,
+)
+_audit = AuditEvent.__table__  # type: ignore[attr-defined]
+Index("ix_audit_actor", _audit.c.actor_id, _audit.c.id)

@@ -1,0 +1,64 @@
+"""The audit trail: one row per auth event or admin action, in the caller's transaction."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app import clock
+from app.ids import Prefix, new_id
+from app.models import AuditEvent
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a request came from, for the audit log and the session list."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+def record(
+    db: AsyncSession,
+    action: str,
+    *,
+    origin: Origin,
+    app_id: str | None,
+    env_id: str | None = None,
+    actor_type: str = "user",
+    actor_id: str | None = None,
+    target_user_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """Add the event to the session; it is written by the same commit as the change it records."""
+    db.add(
+        AuditEvent(
+            id=new_id(Prefix.AUDIT),
+            app_id=app_id,
+            env_id=env_id,
+            action=action,
+            actor_type=actor_type,
+            actor_id=actor_id,
+            target_user_id=target_user_id,
+            ip=origin.ip,
+            user_agent=(origin.user_agent or "")[:512] or None,
+            created_at=clock.now(),
+            event_metadata=metadata or {},
+        )
+    )
+
+
+def view(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "action": event.action,
+        "actor_type": event.actor_type,
+        "actor_id": event.actor_id,
+        "target_user_id": event.target_user_id,
+        "app_id": event.app_id,
+        "env_id": event.env_id,
+        "ip": event.ip,
+        "user_agent": event.user_agent,
+        "created_at": event.created_at,
+        "metadata": event.event_metadata,
+    }

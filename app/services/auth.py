@@ -1,0 +1,346 @@
+"""Self-service account flows: sign-up, sign-in, refresh, sign-out, profile, password, delete."""
+
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app import clock
+from app.errors import AuthenticationRequired, InvalidCredentials, NotFound, SessionExpired
+from app.ids import Prefix, new_id
+from app.models import AuditEvent, Session, User
+from app.security import tokens
+from app.security.passwords import PasswordHasher, check_policy
+from app.services import audit, sessions, tenancy, users
+from app.services.audit import Origin
+from app.services.ratelimit import Rules
+from app.services.sessions import Principal
+from app.settings import Settings
+
+
+def _policy(settings: Settings, password: str, field: str = "password") -> None:
+    check_policy(password, settings.password_min_length, settings.password_max_length, field)
+
+
+async def signup(
+    db: AsyncSession,
+    hasher: PasswordHasher,
+    settings: Settings,
+    origin: Origin,
+    fields: dict[str, Any],
+) -> dict[str, Any]:
+    _policy(settings, fields["password"])
+    async with db.begin():
+        env = await tenancy.resolve(db, fields.get("app_id"), fields.get("env_id"))
+    password_hash = await hasher.hash(fields["password"])
+    async with db.begin():
+        now = clock.now()
+        user = User(
+            id=new_id(Prefix.USER),
+            app_id=env.app_id,
+            env_id=env.id,
+            email=fields["email"],
+            password_hash=password_hash,
+            password_changed_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        users.apply_profile(user, {k: v for k, v in fields.items() if k in users.PROFILE_FIELDS})
+        db.add(user)
+        await users.flush_unique(db)
+        issued = sessions.issue(db, user, settings, origin)
+        audit.record(
+            db,
+            "user.signup",
+            origin=origin,
+            app_id=user.app_id,
+            env_id=user.env_id,
+            actor_id=user.id,
+            target_user_id=user.id,
+        )
+    return sessions.token_response(user, issued)
+
+
+async def signin(
+    db: AsyncSession,
+    hasher: PasswordHasher,
+    settings: Settings,
+    rules: Rules,
+    origin: Origin,
+    fields: dict[str, Any],
+) -> dict[str, Any]:
+    async with db.begin():
+        env = await tenancy.resolve(db, fields.get("app_id"), fields.get("env_id"))
+        query = select(User).where(
+            col(User.app_id) == env.app_id,
+            col(User.env_id) == env.id,
+            col(User.deleted_at).is_(None),
+        )
+        if fields.get("email"):
+            query = query.where(func.lower(User.email) == fields["email"].strip().lower())
+        else:
+            query = query.where(col(User.username) == fields["username"].strip().lower())
+        user = (await db.execute(query)).scalar_one_or_none()
+    identifier = fields.get("email") or fields.get("username")
+    # Failures are counted per account; an unknown one is counted under its identifier, so it
+    # is limited exactly like a real one and the 429 tells nothing about existence.
+    account = user.id if user else f"{env.id}:{str(identifier).strip().lower()}"
+    await rules.check_account(account)
+    # An unknown account verifies a dummy hash: same answer, same time as a wrong password.
+    ok, upgraded = await hasher.verify(fields["password"], user.password_hash if user else None)
+    if not ok or user is None:
+        await rules.fail_account(account)
+        async with db.begin():
+            audit.record(
+                db,
+                "user.signin_failed",
+                origin=origin,
+                app_id=env.app_id,
+                env_id=env.id,
+                target_user_id=user.id if user else None,
+                metadata={"identifier": identifier, "reason": "invalid_credentials"},
+            )
+        raise InvalidCredentials()
+    # The ban is revealed only to someone who knows the password.
+    if users.is_banned(user):
+        async with db.begin():
+            audit.record(
+                db,
+                "user.signin_failed",
+                origin=origin,
+                app_id=env.app_id,
+                env_id=env.id,
+                target_user_id=user.id,
+                metadata={"identifier": identifier, "reason": "banned"},
+            )
+        users.ensure_not_banned(user)
+    async with db.begin():
+        if upgraded is not None:
+            user = await users.lock(db, user.id)
+            user.password_hash = upgraded  # same password, stronger hash: no counter bump
+        issued = sessions.issue(db, user, settings, origin)
+        audit.record(
+            db,
+            "user.signin",
+            origin=origin,
+            app_id=user.app_id,
+            env_id=user.env_id,
+            actor_id=user.id,
+            target_user_id=user.id,
+        )
+    return sessions.token_response(user, issued)
+
+
+async def refresh(
+    db: AsyncSession, settings: Settings, origin: Origin, refresh_token: str
+) -> dict[str, Any]:
+    replayed = False
+    async with db.begin():
+        row = (
+            await db.execute(
+                select(Session, User)
+                .join(User, col(User.id) == Session.user_id)
+                .where(col(Session.refresh_token_hash) == tokens.digest(refresh_token))
+                .with_for_update(of=Session)
+            )
+        ).first()
+        if row is None:
+            raise AuthenticationRequired("invalid refresh token")
+        session, user = row
+        now = clock.now()
+        if session.revoked_at is not None and session.revoked_reason == "rotated":
+            # An already-rotated token came back: someone holds a copy. Kill the family.
+            await sessions.revoke_where(
+                db, col(Session.family_id) == session.family_id, reason="refresh_reuse"
+            )
+            audit.record(
+                db,
+                "session.refresh_reuse",
+                origin=origin,
+                app_id=user.app_id,
+                env_id=user.env_id,
+                target_user_id=user.id,
+                metadata={"family_id": session.family_id},
+            )
+            replayed = True
+        elif session.revoked_at is not None or session.refresh_expires_at <= now:
+            raise SessionExpired("refresh token expired or revoked")
+        elif user.deleted_at is not None:
+            raise SessionExpired("refresh token expired or revoked")
+        else:
+            users.ensure_not_banned(user, now)
+            session.revoked_at = now
+            session.revoked_reason = "rotated"
+            issued = sessions.issue(db, user, settings, origin, family_id=session.family_id)
+            audit.record(
+                db,
+                "session.refresh",
+                origin=origin,
+                app_id=user.app_id,
+                env_id=user.env_id,
+                actor_id=user.id,
+                target_user_id=user.id,
+            )
+    if replayed:
+        raise SessionExpired("refresh token was already used; every session of it is revoked")
+    return sessions.token_response(user, issued)
+
+
+async def signout(db: AsyncSession, origin: Origin, principal: Principal) -> None:
+    user = principal.user
+    async with db.begin():
+        await sessions.revoke_where(db, col(Session.id) == principal.session_id, reason="signout")
+        audit.record(
+            db,
+            "user.signout",
+            origin=origin,
+            app_id=user.app_id,
+            env_id=user.env_id,
+            actor_id=user.id,
+            target_user_id=user.id,
+        )
+
+
+async def update_profile(
+    db: AsyncSession, origin: Origin, principal: Principal, changes: dict[str, Any]
+) -> dict[str, Any]:
+    async with db.begin():
+        user = await users.lock(db, principal.user.id)
+        users.apply_profile(user, changes)
+        users.touch(user)
+        await users.flush_unique(db)
+        audit.record(
+            db,
+            "user.updated",
+            origin=origin,
+            app_id=user.app_id,
+            env_id=user.env_id,
+            actor_id=user.id,
+            target_user_id=user.id,
+            metadata={"fields": sorted(changes)},
+        )
+    return users.view(user)
+
+
+async def change_password(
+    db: AsyncSession,
+    hasher: PasswordHasher,
+    settings: Settings,
+    rules: Rules,
+    origin: Origin,
+    principal: Principal,
+    current_password: str,
+    new_password: str,
+) -> None:
+    _policy(settings, new_password, "new_password")
+    # A stolen session must not buy extra password guesses: same budget as sign-in.
+    await rules.check_account(principal.user.id)
+    ok, _ = await hasher.verify(current_password, principal.user.password_hash)
+    if not ok:
+        await rules.fail_account(principal.user.id)
+        raise InvalidCredentials("current password is wrong")
+    new_hash = await hasher.hash(new_password)
+    async with db.begin():
+        user = await users.lock(db, principal.user.id)
+        now = users.touch(user)
+        user.password_hash = new_hash
+        user.password_changed_at = now
+        user.password_hash_counter += 1
+        await sessions.revoke_all_for_user(
+            db, user, "password_changed", except_session=principal.session_id
+        )
+        audit.record(
+            db,
+            "user.password_changed",
+            origin=origin,
+            app_id=user.app_id,
+            env_id=user.env_id,
+            actor_id=user.id,
+            target_user_id=user.id,
+        )
+
+
+async def delete_account(db: AsyncSession, origin: Origin, principal: Principal) -> None:
+    async with db.begin():
+        user = await users.lock(db, principal.user.id)
+        user.deleted_at = users.touch(user)
+        await sessions.revoke_all_for_user(db, user, "account_deleted")
+        audit.record(
+            db,
+            "user.deleted",
+            origin=origin,
+            app_id=user.app_id,
+            env_id=user.env_id,
+            actor_id=user.id,
+            target_user_id=user.id,
+        )
+
+
+async def list_sessions(db: AsyncSession, principal: Principal) -> list[dict[str, Any]]:
+    async with db.begin():
+        live = await sessions.live_for_user(db, principal.user.id)
+    return [sessions.session_view(s, principal.session_id) for s in live]
+
+
+async def revoke_session(
+    db: AsyncSession, origin: Origin, principal: Principal, session_id: str
+) -> None:
+    user = principal.user
+    async with db.begin():
+        count = await sessions.revoke_where(
+            db,
+            col(Session.id) == session_id,
+            col(Session.user_id) == user.id,
+            reason="user_revoked",
+        )
+        if count == 0:
+            raise NotFound("session not found")
+        audit.record(
+            db,
+            "session.revoked",
+            origin=origin,
+            app_id=user.app_id,
+            env_id=user.env_id,
+            actor_id=user.id,
+            target_user_id=user.id,
+            metadata={"session_id": session_id},
+        )
+
+
+async def export(db: AsyncSession, principal: Principal) -> dict[str, Any]:
+    """Everything held about the caller (GDPR art. 15/20) — no token, no hash."""
+    user = principal.user
+    async with db.begin():
+        all_sessions = (
+            await db.execute(
+                select(Session)
+                .where(col(Session.user_id) == user.id)
+                .order_by(col(Session.created_at))
+            )
+        ).scalars()
+        events = (
+            await db.execute(
+                select(AuditEvent)
+                .where(
+                    or_(
+                        col(AuditEvent.target_user_id) == user.id,
+                        col(AuditEvent.actor_id) == user.id,
+                    )
+                )
+                .order_by(col(AuditEvent.id))
+            )
+        ).scalars()
+        session_list = [
+            {**sessions.session_view(s, principal.session_id), "revoked_at": s.revoked_at}
+            for s in all_sessions
+        ]
+        event_list = [audit.view(e) for e in events]
+    return {
+        "user": users.view(user),
+        "sessions": session_list,
+        "devices": [],
+        "organizations": [],
+        "mfa_enrollments": [],
+        "audit_events": event_list,
+    }

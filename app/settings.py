@@ -1,0 +1,126 @@
+"""Every knob of the service, read from environment variables (see the README's settings table)."""
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="postgresql+asyncpg://… of an external server; unset = embedded PostgreSQL",
+    )
+    data_dir: Path = Field(
+        default=Path(".data"), description="where the embedded server keeps data"
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    log_level: str = "info"
+
+    session_ttl: int = Field(default=3600, ge=60, description="session token lifetime, seconds")
+    refresh_ttl: int = Field(default=30 * 86400, ge=60, description="refresh token lifetime, s")
+    password_min_length: int = Field(default=8, ge=8, le=128)
+    password_max_length: int = 128
+    retention_days: int = Field(default=30, ge=0)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # Hashing is CPU-bound: at most `hash_concurrency` at once (default: one per core); past a
+    # queue of `hash_queue_max` waiting requests the answer is 503 instead of a long wait.
+    hash_concurrency: int = Field(default=0, ge=0, description="0 = number of cores")
+    hash_queue_max: int = Field(default=16, ge=0)
+
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    # A dead or stalled database must answer 503 within seconds, never hang a request.
+    db_connect_timeout: float = Field(
+        default=3, gt=0, description="seconds to open a database connection before giving up"
+    )
+    db_pool_timeout: float = Field(
+        default=5, gt=0, description="seconds to wait for a free pooled connection"
+    )
+    db_command_timeout: float = Field(
+        default=10, gt=0, description="seconds one SQL statement may take before it fails"
+    )
+    # Migrations run at start-up by default so `make run` is one command; disable when a
+    # deploy step runs `python -m app migrate` once for many nodes.
+    migrate_on_start: bool = True
+
+    # The Faroe user-server endpoint (POST /v1/faroe/actions, docs/faroe.md). Requests must be
+    # signed with FAROE_SECRET (HMAC-SHA256); with no secret the endpoint answers 503. Only
+    # FAROE_AUTH=none, asked for by name, serves unsigned requests (a private network).
+    faroe_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key the Faroe server signs its requests with"
+    )
+    faroe_auth: Literal["hmac", "none"] = Field(
+        default="hmac", description="'hmac' (signed requests) or 'none' (no check at all)"
+    )
+    faroe_app: str = Field(
+        default="default",
+        description="app (slug or aapp_ id) whose default environment Faroe's users live in",
+    )
+
+    # Rate limits, shared by every node: in PostgreSQL, or in Redis when REDIS_URL is set. Each
+    # rule is a comma-separated list of COUNT/SECONDS windows that must all hold. Turning them
+    # off is an unsafe mode that must be asked for by name (RATE_LIMITS=off).
+    rate_limits: Literal["on", "off"] = Field(
+        default="on", description="'off' disables every rate limit (benchmarks, tests)"
+    )
+    redis_url: str | None = Field(
+        default=None, description="redis://… for the rate-limit counters; unset = PostgreSQL"
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="comma-separated IPs/CIDRs of reverse proxies whose X-Forwarded-For is "
+        "believed; empty = the client IP is the socket peer",
+    )
+    rate_limit_signin_ip: str = Field(
+        default="30/60,300/3600", description="sign-in attempts per client IP"
+    )
+    rate_limit_account_failures: str = Field(
+        default="10/300,100/3600",
+        description="failed password checks per account (sign-in identifier or user)",
+    )
+    rate_limit_signup_ip: str = Field(default="10/60,100/3600", description="sign-ups per IP")
+    rate_limit_refresh_ip: str = Field(default="60/60,1000/3600", description="refreshes per IP")
+    rate_limit_admin_ip: str = Field(default="600/60", description="admin calls per IP")
+    rate_limit_faroe_ip: str = Field(default="3000/60", description="Faroe actions per IP")
+
+    @field_validator(
+        "rate_limit_signin_ip",
+        "rate_limit_account_failures",
+        "rate_limit_signup_ip",
+        "rate_limit_refresh_ip",
+        "rate_limit_admin_ip",
+        "rate_limit_faroe_ip",
+    )
+    @classmethod
+    def _limit_spec(cls, value: str) -> str:
+        # A typo in a limit must stop the start-up, not silently disable the limit.
+        from app.services.ratelimit import parse_limits
+
+        parse_limits(value)
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                ipaddress.ip_network(part.strip(), strict=False)
+        return value
+
+    def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        parts = [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
+        return [ipaddress.ip_network(p, strict=False) for p in parts]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
