@@ -1,0 +1,475 @@
+"""Request and response models of /v1/admin, with examples for /docs.
+
+Request and query models forbid unknown fields (422); every id goes through ids.checker; the
+user fields reuse the types (and so the rules) of api/schemas.py.
+"""
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+)
+
+from app.api.schemas import (
+    CLEARED_USERNAME,
+    NO_NUL,
+    SPACE,
+    AuditEventOut,
+    Email,
+    Image,
+    Keywords,
+    Metadata,
+    Name,
+    NewPassword,
+    Phone,
+    SessionOut,
+    UserId,
+    Username,
+    UserOut,
+    typeid_pattern,
+)
+from app.errors import ValidationFailed
+from app.ids import Prefix, checker, is_valid
+from app.services import apps, users
+
+MAX_OFFSET = 10_000_000
+MAX_BAN_SECONDS = 100 * 365 * 86400
+
+
+def _ref(prefix: Prefix) -> Callable[[str], str]:
+    """A slug or a TypeID with `prefix`: anything with '_' must be a well-formed TypeID
+    (slugs never contain '_'), anything else a well-formed slug."""
+    check_id = checker(prefix)
+
+    def check(value: str) -> str:
+        return check_id(value) if "_" in value else apps.clean_slug(value)
+
+    return check
+
+
+# RFC 3339 date-time (JSON Schema's `date-time`): pydantic alone would also take Unix seconds
+# ("0", 1700000000), a space for the `T`, or no seconds.
+RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def _rfc3339(value: object) -> object:
+    if not isinstance(value, str) or not RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2030-01-01T00:00:00Z")
+    return value
+
+
+def _json_integer(value: object) -> object:
+    """A JSON integer: 3600 or 3600.0, not "3600" or true (which pydantic's lax int takes)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    return value
+
+
+# The bounds go before the validator: after it, pydantic would print them as "ge"/"le".
+BanSeconds = Annotated[int, Field(ge=1, le=MAX_BAN_SECONDS), BeforeValidator(_json_integer)]
+
+
+def _utc(value: datetime) -> datetime:
+    """An RFC 3339 instant, normalised to UTC; one outside what UTC can hold is bad input."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range") from None
+
+
+def _actor_id(value: str) -> str:
+    if not (is_valid(value, Prefix.USER) or is_valid(value, Prefix.API_KEY)):
+        raise ValueError("must be a TypeID with prefix ausr_ or akey_")
+    return value
+
+
+SLUG_PATTERN = "^[a-z0-9][a-z0-9-]{1,62}$"  # apps.SLUG_RE
+
+
+def _ref_pattern(prefix: Prefix) -> str:
+    return f"(?:{typeid_pattern(prefix)})|(?:{SLUG_PATTERN})"
+
+
+AppRef = Annotated[
+    str,
+    StringConstraints(max_length=64),
+    AfterValidator(_ref(Prefix.APP)),
+    Field(description="app slug or aapp_ id", examples=["default"]),
+    Keywords(pattern=_ref_pattern(Prefix.APP)),
+]
+EnvRef = Annotated[
+    str,
+    StringConstraints(max_length=64),
+    AfterValidator(_ref(Prefix.ENV)),
+    Field(description="environment slug or aenv_ id", examples=["production"]),
+    Keywords(pattern=_ref_pattern(Prefix.ENV)),
+]
+Slug = Annotated[
+    str,
+    StringConstraints(max_length=63),
+    AfterValidator(apps.clean_slug),
+    Keywords(pattern=SLUG_PATTERN),
+]
+ApiKeyId = Annotated[
+    str,
+    StringConstraints(max_length=64),
+    AfterValidator(checker(Prefix.API_KEY)),
+    Keywords(pattern=typeid_pattern(Prefix.API_KEY)),
+]
+ActorId = Annotated[
+    str,
+    StringConstraints(max_length=64),
+    AfterValidator(_actor_id),
+    Keywords(pattern=typeid_pattern(Prefix.USER, Prefix.API_KEY)),
+]
+Role = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$"),
+    Field(description="`user`, `admin`, or a role of your own", examples=["admin"]),
+]
+SearchText = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=256),
+    AfterValidator(users.reject_nul),
+    Keywords(pattern=NO_NUL),
+]
+
+
+def _label(value: str) -> str:
+    value = users.reject_nul(value.strip())
+    if not value:
+        raise ValueError("must not be empty or only white space")
+    return value
+
+
+# At most 256 characters as sent; trimmed, something must remain.
+Label = Annotated[
+    str,
+    StringConstraints(max_length=256),
+    AfterValidator(_label),
+    Keywords(
+        pattern=rf"^[{SPACE}]*[^{SPACE}\u0000][^\u0000]*$",
+        description="surrounding white space is trimmed; something must remain",
+    ),
+]
+Instant = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_utc)]
+Cursor = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=1024),
+    Keywords(pattern="^[A-Za-z0-9_-]+$", description="a `next_cursor`, as returned"),
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- users -------------------------------------------------------------------------------
+
+
+class UserListQuery(Strict):
+    """Filters of `GET /v1/admin/users`. Text filters are case-insensitive partial matches in
+    which `%` and `_` mean themselves."""
+
+    app_id: AppRef | None = Field(
+        default=None, description="app slug or aapp_ id (default: the caller's app)"
+    )
+    env_id: EnvRef | None = Field(default=None, description="only this environment")
+    email: SearchText | None = Field(default=None, description="part of the e-mail address")
+    username: SearchText | None = Field(default=None, description="part of the username")
+    phone: SearchText | None = Field(default=None, description="part of the phone number")
+    search: SearchText | None = Field(
+        default=None, description="part of the e-mail, username, name or phone"
+    )
+    banned: bool | None = Field(
+        default=None, description="effective ban state (an expired ban is not banned)"
+    )
+    email_verified: bool | None = None
+    role: Role | None = None
+    include_deleted: bool = Field(default=False, description="include soft-deleted users")
+    created_after: Instant | None = Field(
+        default=None, description="created at or after (RFC 3339)"
+    )
+    created_before: Instant | None = Field(default=None, description="created before (RFC 3339)")
+    sort_by: Literal["created_at", "updated_at", "email", "name", "username"] = "created_at"
+    sort_order: Literal["asc", "desc"] = "desc"
+    limit: int = Field(default=20, ge=1, le=100)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+    cursor: Cursor | None = Field(
+        default=None,
+        description="`next_cursor` of the previous page (same sort); not with offset",
+    )
+
+
+class IncludeDeleted(Strict):
+    include_deleted: bool = Field(default=False, description="also find a soft-deleted user")
+
+
+class AdminUserCreate(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "grace@example.com",
+                    "email_verified": True,
+                    "name": "Grace Hopper",
+                    "username": "grace",
+                    "role": "user",
+                }
+            ],
+            # A verified phone needs a phone (admin._set_phone_verified).
+            "if": {
+                "properties": {"phone_verified": {"const": True}},
+                "required": ["phone_verified"],
+            },
+            "then": {"properties": {"phone": {"type": "string"}}, "required": ["phone"]},
+        },
+    )
+
+    email: Email
+    password: NewPassword | None = Field(
+        default=None, description="optional: without one, the user cannot sign in yet"
+    )
+    email_verified: StrictBool = False
+    phone_verified: StrictBool = False
+    role: Role = "user"
+    name: Name | None = None
+    username: Username | None = None
+    phone: Phone | None = None
+    image: Image | None = None
+    metadata: Metadata | None = None
+    app_id: AppRef | None = Field(default=None, description="default: the caller's app")
+    env_id: EnvRef | None = Field(default=None, description="default: the app's default env")
+
+
+NOT_NULL = ("email", "email_verified", "phone_verified", "role")
+
+
+def _patch_schema(schema: dict[str, Any]) -> None:
+    """May be absent, may not be null: what AdminUserPatch.changes() enforces."""
+    schema["examples"] = [
+        {"email": "grace.hopper@example.com", "email_verified": True, "role": "admin"}
+    ]
+    # Verifying the phone while clearing it is refused; with `phone` absent it depends on the
+    # stored number (422 when there is none), as does `display_username` (the stored username).
+    schema["if"] = {
+        "properties": {"phone_verified": {"const": True}},
+        "required": ["phone_verified", "phone"],
+    }
+    schema["then"] = {"properties": {"phone": {"type": "string"}}}
+    schema["dependentSchemas"] = CLEARED_USERNAME
+    for name in NOT_NULL:
+        field = schema["properties"][name]
+        (kept,) = [branch for branch in field.pop("anyOf") if branch.get("type") != "null"]
+        field.pop("default", None)
+        field.update(kept)
+
+
+class AdminUserPatch(Strict):
+    """Absent fields stay unchanged; `null` clears name, username, image or phone. A new
+    e-mail address is unverified unless `email_verified` comes with it."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_patch_schema)
+
+    email: Email | None = None
+    email_verified: StrictBool | None = None
+    phone_verified: StrictBool | None = None
+    role: Role | None = None
+    name: Name | None = None
+    username: Username | None = None
+    display_username: Username | None = None
+    image: Image | None = None
+    phone: Phone | None = None
+    metadata: Metadata | None = None
+
+    def changes(self) -> dict[str, Any]:
+        """The given fields; `null` is refused for the ones that cannot be empty."""
+        changes = {field: getattr(self, field) for field in self.model_fields_set}
+        for field in NOT_NULL:
+            if field in changes and changes[field] is None:
+                raise ValidationFailed(field, "must not be null")
+        return changes
+
+
+class BanIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"reason": "spam", "expires_in": 3600}],
+            # Not both (admin.ban refuses that); each alone, or neither for a ban until unbanned.
+            "not": {
+                "required": ["expires_at", "expires_in"],
+                "properties": {"expires_at": {"type": "string"}, "expires_in": {"type": "integer"}},
+            },
+        },
+    )
+
+    reason: (
+        Annotated[
+            str,
+            StringConstraints(max_length=512),
+            AfterValidator(users.reject_nul),
+            Keywords(pattern=NO_NUL),
+        ]
+        | None
+    ) = None
+    expires_at: Instant | None = Field(
+        default=None, description="end of the ban (RFC 3339, in the future)"
+    )
+    expires_in: BanSeconds | None = Field(default=None, description="length of the ban in seconds")
+
+
+class PasswordIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"password": "a new long passphrase"}]}
+    )
+
+    password: NewPassword
+
+
+class PurgeIn(Strict):
+    app_id: AppRef | None = Field(default=None, description="default: the caller's app")
+
+
+class UserListOut(BaseModel):
+    users: list[UserOut]
+    total: int = Field(description="how many users match the filters, over all pages")
+    limit: int
+    offset: int
+    next_cursor: str | None = Field(
+        description="pass as `cursor` for the next page; null on the last page"
+    )
+
+
+class AdminSessionsOut(BaseModel):
+    sessions: list[SessionOut] = Field(description="live sessions; `current` marks the caller's")
+
+
+class RevokedOut(BaseModel):
+    status: str = Field(examples=["revoked"])
+    revoked: int = Field(description="how many live sessions were revoked")
+
+
+class PurgeOut(BaseModel):
+    purged: int = Field(description="how many users were erased")
+
+
+# ---- audit ---------------------------------------------------------------------------------
+
+
+class AuditQuery(Strict):
+    app_id: AppRef | None = Field(default=None, description="default: the caller's app")
+    action: Annotated[str, StringConstraints(pattern=r"^[a-z_.]{1,64}$")] | None = Field(
+        default=None, examples=["user.banned"]
+    )
+    actor_type: Literal["user", "admin", "api_key", "system", "faroe"] | None = None
+    actor_id: ActorId | None = Field(default=None, description="an ausr_ or akey_ id")
+    target_user_id: UserId | None = None
+    created_after: Instant | None = None
+    created_before: Instant | None = None
+    limit: int = Field(default=50, ge=1, le=100)
+    cursor: Cursor | None = Field(default=None, description="`next_cursor` of the previous page")
+
+
+class AuditEventsOut(BaseModel):
+    audit_events: list[AuditEventOut] = Field(description="newest first")
+    limit: int
+    next_cursor: str | None
+
+
+# ---- apps and environments -----------------------------------------------------------------
+
+
+class AppIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"slug": "acme", "name": "Acme Inc."}]}
+    )
+
+    slug: Slug
+    name: Label
+
+
+class EnvironmentIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"slug": "staging", "name": "Staging"}]},
+    )
+
+    slug: Slug
+    name: Label
+    is_default: StrictBool = Field(
+        default=False, description="make it the app's default environment"
+    )
+
+
+class EnvironmentOut(BaseModel):
+    id: str = Field(examples=["aenv_01jdk3v7m6e8x9q2w4r5t6y7u8"])
+    app_id: str
+    slug: str
+    name: str
+    is_default: bool
+    created_at: datetime
+
+
+class EnvironmentsOut(BaseModel):
+    environments: list[EnvironmentOut]
+
+
+class AppOut(BaseModel):
+    id: str = Field(examples=["aapp_01jdk3v7m6e8x9q2w4r5t6y7u8"])
+    slug: str = Field(examples=["acme"])
+    name: str
+    created_at: datetime
+    environments: list[EnvironmentOut]
+
+
+class AppsOut(BaseModel):
+    apps: list[AppOut]
+
+
+# ---- API keys ------------------------------------------------------------------------------
+
+
+class ApiKeyIn(Strict):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"name": "billing sync"}]}
+    )
+
+    name: Label
+    app_id: AppRef | None = Field(default=None, description="default: the caller's app")
+
+
+class ApiKeyOut(BaseModel):
+    id: str = Field(examples=["akey_01jdk3v7m6e8x9q2w4r5t6y7u8"])
+    app_id: str
+    name: str
+    prefix: str = Field(description="the first characters of the secret", examples=["ask_Xy3q"])
+    last4: str = Field(description="the last 4 characters of the secret", examples=["f9Qa"])
+    created_at: datetime
+    created_by: str | None = Field(description="the admin who created it")
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreatedOut(ApiKeyOut):
+    secret: str = Field(
+        description="`Authorization: Bearer <secret>`; shown only now, store it safely",
+        examples=["ask_3kTq…"],
+    )
+
+
+class ApiKeysOut(BaseModel):
+    api_keys: list[ApiKeyOut] = Field(description="newest first, revoked ones included")

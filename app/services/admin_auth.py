@@ -1,0 +1,140 @@
+"""Who may call the admin API, and which apps and users it may reach.
+
+A caller is an admin's session (a user whose role is `admin`) or an API key (`ask_…`); either
+belongs to one app. Admins and keys of the `default` app may act on every app; all others only
+on their own, and anything outside their reach reads as not found (no existence leak).
+"""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import NoResultFound
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app import clock
+from app.errors import AuthenticationRequired, Forbidden, NotFound
+from app.ids import Prefix, is_valid
+from app.models import ApiKey, App, Environment, User
+from app.security import tokens
+from app.services import sessions, tenancy, users
+
+ADMIN_ROLE = "admin"
+KEY_LAST_USED_GRANULARITY = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class AdminPrincipal:
+    """Who an admin request acts as; also the actor of the audit rows it writes."""
+
+    actor_type: str  # "admin" (a session), "api_key", or "system" (the CLI operator)
+    actor_id: str | None  # the admin's ausr_ id or the key's akey_ id
+    app_id: str | None  # the caller's own app; None for the CLI operator
+    is_root: bool  # may act on every app
+    session_id: str | None = None
+
+    @property
+    def user_id(self) -> str | None:
+        return self.actor_id if self.actor_type == "admin" else None
+
+    def can_reach(self, app_id: str) -> bool:
+        return self.is_root or app_id == self.app_id
+
+
+# The operator at the command line: every app, audited as "system".
+SYSTEM = AdminPrincipal(actor_type="system", actor_id=None, app_id=None, is_root=True)
+
+
+async def authenticate(db: AsyncSession, token: str | None) -> AdminPrincipal:
+    """Anonymous, unknown, expired or revoked credentials: 401. A signed-in non-admin: 403.
+    A banned or deleted admin is refused by sessions.authenticate like everyone else."""
+    if not token:
+        raise AuthenticationRequired()
+    if token.startswith(tokens.API_KEY_PREFIX):
+        return await _authenticate_key(db, token)
+    principal = await sessions.authenticate(db, token)
+    user = principal.user
+    if user.role != ADMIN_ROLE:
+        raise Forbidden("admin role required")
+    async with db.begin():
+        slug = (
+            await db.execute(select(col(App.slug)).where(col(App.id) == user.app_id))
+        ).scalar_one()
+    return AdminPrincipal(
+        actor_type="admin",
+        actor_id=user.id,
+        app_id=user.app_id,
+        is_root=slug == tenancy.DEFAULT_APP,
+        session_id=principal.session_id,
+    )
+
+
+async def _authenticate_key(db: AsyncSession, secret: str) -> AdminPrincipal:
+    """One indexed read of key and app; the last-used stamp at most once a minute."""
+    async with db.begin():
+        row = (
+            await db.execute(
+                select(ApiKey, col(App.slug))
+                .join(App, col(App.id) == ApiKey.app_id)
+                .where(col(ApiKey.key_hash) == tokens.digest(secret))
+            )
+        ).first()
+        if row is None or row[0].revoked_at is not None:
+            raise AuthenticationRequired("invalid or revoked API key")
+        key, slug = row
+        now = clock.now()
+        if key.last_used_at is None or now - key.last_used_at > KEY_LAST_USED_GRANULARITY:
+            await db.execute(
+                update(ApiKey).where(col(ApiKey.id) == key.id).values(last_used_at=now)
+            )
+    return AdminPrincipal(
+        actor_type="api_key",
+        actor_id=key.id,
+        app_id=key.app_id,
+        is_root=slug == tenancy.DEFAULT_APP,
+    )
+
+
+async def resolve_app(db: AsyncSession, principal: AdminPrincipal, app_ref: str | None) -> App:
+    """The app a call acts on: `app_ref` (slug or aapp_ id) when given, else the caller's own.
+    Call inside a transaction."""
+    app_ref = app_ref or principal.app_id or tenancy.DEFAULT_APP  # the CLI: the default app
+    column = col(App.id) if is_valid(app_ref, Prefix.APP) else col(App.slug)
+    app: App | None = (await db.execute(select(App).where(column == app_ref))).scalar_one_or_none()
+    if app is None or not principal.can_reach(app.id):
+        raise NotFound("app not found")
+    return app
+
+
+async def resolve_env(db: AsyncSession, app: App, env_ref: str | None) -> Environment:
+    """An environment of `app` by slug or aenv_ id; the app's default one when absent."""
+    return await tenancy.resolve(db, app.id, env_ref)
+
+
+def ensure_visible(principal: AdminPrincipal, user: User | None, include_deleted: bool) -> User:
+    """The user, if this caller may see it: in reach, and live unless deleted ones are asked."""
+    if user is None or not principal.can_reach(user.app_id):
+        raise NotFound("user not found")
+    if user.deleted_at is not None and not include_deleted:
+        raise NotFound("user not found")
+    return user
+
+
+async def find_user(
+    db: AsyncSession, principal: AdminPrincipal, user_id: str, include_deleted: bool = False
+) -> User:
+    """Read a target user (no lock). Call inside a transaction."""
+    user = (await db.execute(select(User).where(col(User.id) == user_id))).scalar_one_or_none()
+    return ensure_visible(principal, user, include_deleted)
+
+
+async def lock_user(
+    db: AsyncSession, principal: AdminPrincipal, user_id: str, include_deleted: bool = False
+) -> User:
+    """Lock a target user row (users.lock) before changing it. Call inside a transaction."""
+    try:
+        user = await users.lock(db, user_id)
+    except NoResultFound:
+        raise NotFound("user not found") from None
+    return ensure_visible(principal, user, include_deleted)

@@ -1,0 +1,146 @@
+"""Operator actions run from the command line (no HTTP), on the same services as the API."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import func, select
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app import clock
+from app.db import create_engine, session_factory
+from app.errors import ApiError, NotFound
+from app.ids import Prefix, is_valid, new_id
+from app.models import User
+from app.security.passwords import PasswordHasher, check_policy
+from app.services import admin, admin_auth, api_keys, audit, tenancy, users
+from app.services.audit import Origin
+from app.settings import Settings
+
+CLI = Origin(ip=None, user_agent="userkeep-cli")
+
+
+async def create_admin(url: str, settings: Settings, email: str, password: str, app: str) -> str:
+    """Create the user with role admin in the app's default environment, or promote an existing
+    one (its password is then left alone)."""
+    from app.cli import UserError
+
+    try:
+        email = users.clean_email(email)
+    except ValueError as exc:
+        raise UserError(f"email {exc}") from None
+    engine = create_engine(url, settings)
+    factory = session_factory(engine)
+    try:
+        async with factory() as db:
+            await tenancy.ensure_default_app(db)
+            try:
+                async with db.begin():
+                    env = await tenancy.resolve(db, app, None)
+            except NotFound as exc:
+                raise UserError(str(exc)) from None
+            async with db.begin():
+                existing = (
+                    await db.execute(
+                        select(User).where(
+                            col(User.app_id) == env.app_id,
+                            col(User.env_id) == env.id,
+                            func.lower(User.email) == email.lower(),
+                            col(User.deleted_at).is_(None),
+                        )
+                    )
+                ).scalar_one_or_none()
+            if existing is not None:
+                async with db.begin():
+                    user = await users.lock(db, existing.id)
+                    user.role = "admin"
+                    users.touch(user)
+                    audit.record(
+                        db,
+                        "admin.promoted",
+                        origin=CLI,
+                        app_id=user.app_id,
+                        env_id=user.env_id,
+                        actor_type="system",
+                        target_user_id=user.id,
+                    )
+                return f"promoted {user.id} <{user.email}> to admin"
+            try:
+                check_policy(password, settings.password_min_length, settings.password_max_length)
+            except ApiError as exc:
+                raise UserError(exc.message) from None
+            password_hash = await PasswordHasher().hash(password)
+            async with db.begin():
+                now = clock.now()
+                user = User(
+                    id=new_id(Prefix.USER),
+                    app_id=env.app_id,
+                    env_id=env.id,
+                    email=email,
+                    email_verified=True,
+                    role="admin",
+                    password_hash=password_hash,
+                    password_changed_at=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+                db.add(user)
+                await users.flush_unique(db)
+                audit.record(
+                    db,
+                    "admin.created",
+                    origin=CLI,
+                    app_id=user.app_id,
+                    env_id=user.env_id,
+                    actor_type="system",
+                    target_user_id=user.id,
+                )
+            return f"created admin {user.id} <{user.email}>"
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def _session(url: str, settings: Settings) -> AsyncIterator[AsyncSession]:
+    engine = create_engine(url, settings)
+    try:
+        async with session_factory(engine)() as db:
+            await tenancy.ensure_default_app(db)
+            yield db
+    finally:
+        await engine.dispose()
+
+
+async def create_api_key(url: str, settings: Settings, app: str, name: str) -> tuple[str, str]:
+    """A new API key for the app: (a description for people, the secret — shown only now)."""
+    from app.cli import UserError
+
+    name = name.strip()
+    if not 1 <= len(name) <= 256:
+        raise UserError("name must be 1-256 characters")
+    async with _session(url, settings) as db:
+        try:
+            created = await api_keys.create_for(db, CLI, admin_auth.SYSTEM, app, name)
+        except NotFound as exc:
+            raise UserError(str(exc)) from None
+    key = created.key
+    return f"created API key {key.id} ({key.name!r}) for app {app}", created.secret
+
+
+async def purge(url: str, settings: Settings, user_id: str | None) -> str:
+    """Erase soft-deleted users past RETENTION_DAYS in every app, or one deleted user now."""
+    from app.cli import UserError
+
+    if user_id is not None and not is_valid(user_id, Prefix.USER):
+        raise UserError("--user-id must be a TypeID with prefix ausr_")
+    async with _session(url, settings) as db:
+        if user_id is None:
+            count = await admin.purge_expired(
+                db, settings, CLI, admin_auth.SYSTEM, None, every_app=True
+            )
+            return f"purged {count} user(s) deleted more than {settings.retention_days} days ago"
+        try:
+            await admin.purge_user(db, CLI, admin_auth.SYSTEM, user_id)
+        except ApiError as exc:
+            raise UserError(exc.message) from None
+        return f"purged {user_id}"

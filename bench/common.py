@@ -1,0 +1,102 @@
+"""Shared bench plumbing: a database to bench against, a server process, percentiles."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from app import db as database
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench_database(url: str | None) -> tuple[str, database.EmbeddedPostgres | None]:
+    """The URL of the bench database: given, or `userkeep_bench` on an embedded server whose
+    data lives in .data/bench (kept between runs, so a seeded million users is reused)."""
+    if url:
+        return url, None
+    embedded = database.EmbeddedPostgres(ROOT / ".data" / "bench" / "postgres")
+    url = embedded.url("userkeep_bench")
+    return url, embedded
+
+
+def prepare(url: str) -> None:
+    """Create, migrate and give the database its default app, as a first `serve` would."""
+    import asyncio
+
+    from app.services import tenancy
+
+    async def default_app() -> None:
+        engine = database.create_engine(url, settings_for(url))
+        async with database.session_factory(engine)() as db:
+            await tenancy.ensure_default_app(db)
+        await engine.dispose()
+
+    asyncio.run(database.ensure_database(url))
+    database.migrate(url)
+    asyncio.run(default_app())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(url: str, workers: int = 1, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    environment = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "PORT": str(port),
+        "WORKERS": str(workers),
+        "LOG_LEVEL": "warning",
+        **env,
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve"],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/v1/ready", timeout=1).status_code == 200:
+                return server, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("server did not start")
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def settings_for(url: str) -> Settings:
+    return Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
+
+
+@contextmanager
+def bench_db(url: str | None) -> Iterator[str]:
+    """A prepared bench database for the duration of the block (embedded server stopped after)."""
+    url, embedded = bench_database(url)
+    try:
+        prepare(url)
+        yield url
+    finally:
+        if embedded is not None:
+            embedded.stop()
