@@ -1,0 +1,201 @@
+"""POST /v1/faroe/actions: the Faroe user-server action invocation endpoint.
+
+The answers are Faroe's, not the JSON error envelope's: results and action errors are HTTP 200
+with the exact bytes of app.faroe.protocol; an invalid request is 400, a missing or bad
+signature 401, an unconfigured endpoint 503, each with an empty body. The route returns
+Response objects itself, so none of these passes through the envelope handlers. (A database
+outage still reaches the app's handler and is its usual 503.)
+"""
+
+import hashlib
+import hmac
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from app import clock
+from app.api.deps import Config, Db, From, rate_limit
+from app.faroe import protocol
+from app.services import faroe
+from app.settings import Settings
+
+log = logging.getLogger("userkeep.faroe")
+
+router = APIRouter(prefix="/v1/faroe", tags=["faroe"], dependencies=[Depends(rate_limit("faroe"))])
+
+TIMESTAMP_HEADER = "X-Faroe-Timestamp"
+SIGNATURE_HEADER = "X-Faroe-Signature"
+SIGNATURE_VERSION = "v1="
+MAX_SKEW_SECONDS = 300
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str, *args: object) -> None:
+    """Log a configuration problem once per process, not once per request."""
+    if key not in _warned:
+        _warned.add(key)
+        log.error(message, *args)
+
+
+def expected_signature(secret: bytes, timestamp: str, body: bytes) -> str:
+    """`v1=` + hex HMAC-SHA256(secret, timestamp + "." + body) — what the Faroe side sends."""
+    mac = hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256)
+    return SIGNATURE_VERSION + mac.hexdigest()
+
+
+def _refusal(
+    settings: Settings, timestamp: str | None, signature: str | None, body: bytes
+) -> Response | None:
+    """None when the request may be served, else the (empty-bodied) answer refusing it."""
+    if settings.faroe_auth == "none":
+        _warn_once(
+            "auth-none",
+            "POST /v1/faroe/actions serves unsigned requests (FAROE_AUTH=none): keep it "
+            "reachable only from the Faroe server's private network",
+        )
+        return None
+    secret = settings.faroe_secret.get_secret_value() if settings.faroe_secret else ""
+    if not secret:
+        _warn_once(
+            "no-secret",
+            "POST /v1/faroe/actions answers 503: FAROE_SECRET is not set (set it to the key the "
+            "Faroe server signs with, or FAROE_AUTH=none on a private network)",
+        )
+        return Response(status_code=503)
+    timestamp, signature = timestamp or "", signature or ""
+    # Unix seconds: ASCII digits only (no sign, no fraction, no spaces), of a sane length.
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12) or not signature:
+        return Response(status_code=401)
+    if abs(clock.now().timestamp() - int(timestamp)) > MAX_SKEW_SECONDS:
+        return Response(status_code=401)
+    expected = expected_signature(secret.encode("utf-8"), timestamp, body)
+    # Header values arrive as latin-1 text; compare bytes, in constant time.
+    if not hmac.compare_digest(expected.encode("ascii"), signature.encode("latin-1")):
+        return Response(status_code=401)
+    return None
+
+
+_JSON_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["action", "arguments"],
+                "properties": {
+                    "action": {"type": "string", "enum": list(protocol.ACTION_NAMES)},
+                    "arguments": {
+                        "type": "object",
+                        "description": "the action's arguments; bytes are padded standard "
+                        "base64, counters int32 numbers",
+                    },
+                },
+            },
+            "example": {
+                "action": "get_user_by_email_address",
+                "arguments": {"email_address": "user@example.com"},
+            },
+        }
+    },
+    "description": "The raw JSON body the Faroe server sends (no Content-Type required). The "
+    "signature covers these exact bytes.",
+}
+
+_RESULT_SCHEMA = {
+    "type": "object",
+    "required": ["ok", "action_invocation_id"],
+    "properties": {
+        "ok": {"type": "boolean"},
+        "action_invocation_id": {"type": "string", "minLength": 24, "maxLength": 24},
+        "values": {"type": "object", "description": 'with ok: `{}` or `{"user": {…}}`'},
+        "error_code": {
+            "type": "string",
+            "description": "without ok: user_not_found, email_address_already_used, "
+            "internal_error or internal_conflict",
+        },
+    },
+}
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "A result or an action error, in Faroe's exact byte format.",
+        "content": {
+            "application/json": {
+                "schema": _RESULT_SCHEMA,
+                "example": {
+                    "ok": False,
+                    "action_invocation_id": "x2mhb6rjz8wvq3ntkfpa5ceo",
+                    "error_code": "user_not_found",
+                },
+            }
+        },
+    },
+    400: {"description": "Invalid request (not the protocol's JSON); empty body."},
+    401: {"description": "Missing, stale or wrong signature; empty body."},
+    413: {"description": "Body over MAX_BODY_BYTES (the usual error envelope)."},
+    503: {"description": "FAROE_SECRET is not set or FAROE_APP names no app; empty body."},
+}
+
+
+_HEADERS = [
+    {
+        "name": TIMESTAMP_HEADER,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        "description": "Unix time in seconds when the request was signed; refused when more "
+        "than 300 s from the server's clock. Required unless FAROE_AUTH=none.",
+    },
+    {
+        "name": SIGNATURE_HEADER,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "pattern": "^v1=[0-9a-f]{64}$"},
+        "description": '`v1=` + lower-case hex HMAC-SHA256(FAROE_SECRET, timestamp + "." + '
+        "raw body). Required unless FAROE_AUTH=none.",
+    },
+]
+
+
+@router.post(
+    "/actions",
+    response_class=Response,
+    responses=_RESPONSES,
+    openapi_extra={"requestBody": _JSON_BODY, "parameters": _HEADERS},
+    summary="Faroe user-server action invocation endpoint",
+)
+async def invoke_action(request: Request, db: Db, settings: Config, origin: From) -> Response:
+    """Invoke one of the seven Faroe user-server actions on the user store of `FAROE_APP`
+    (its default environment). Wire-compatible with `@faroe/user-server`; see docs/faroe.md.
+    Unsigned requests are served only with `FAROE_AUTH=none`."""
+    body = await request.body()
+    headers = request.headers
+    refusal = _refusal(settings, headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER), body)
+    if refusal is not None:
+        return refusal
+    try:
+        action = protocol.parse_request(body)
+    except protocol.InvalidRequest:
+        return Response(status_code=400)
+    invocation_id = protocol.generate_action_invocation_id()
+    try:
+        user = await faroe.invoke(db, settings.faroe_app, action, invocation_id, origin)
+    except protocol.ActionError as error:
+        content = protocol.error_result(invocation_id, error.code)
+    except faroe.FaroeAppMissing as error:
+        _warn_once("no-app", "POST /v1/faroe/actions answers 503: %s", error)
+        return Response(status_code=503)
+    else:
+        try:
+            if user is None:
+                content = protocol.empty_result(invocation_id)
+            else:
+                content = protocol.user_result(invocation_id, user)
+        except ValueError as error:
+            # A stored value Faroe could not parse (a negative counter, a lone surrogate).
+            log.warning("faroe invocation %s: unserializable result: %s", invocation_id, error)
+            content = protocol.error_result(invocation_id, faroe.INTERNAL_ERROR)
+    # The answer may carry a password hash: no cache may keep it.
+    return Response(content, media_type="application/json", headers={"Cache-Control": "no-store"})

@@ -1,0 +1,493 @@
+"""The seven Faroe user-server actions on the one user store (DESIGN.md, "The Faroe user-server
+endpoint"; the wire rules are in app/faroe/protocol.py).
+
+Faroe's users are the rows of `users` in the default environment of the app `FAROE_APP`. The
+three compare-and-swap actions are each one SQL statement (the counter test, the change and the
+increment are atomic in PostgreSQL; a concurrent change makes the loser match no row, which is
+`user_not_found`). Every action runs in one transaction, with its audit row (actor "faroe").
+
+What the store cannot hold (a NUL, a lone surrogate, a value past an index's size limit, a
+counter past int32) is the action error `internal_error`, never an HTTP 500.
+"""
+
+import base64
+import binascii
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, case, func, null, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.sql.dml import Update
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from app import clock
+from app.errors import NotFound
+from app.faroe import protocol
+from app.faroe.protocol import ActionError, FaroeUser
+from app.ids import Prefix, is_valid, new_id
+from app.models import Environment, Session, User
+from app.services import audit, tenancy, users
+from app.services.audit import Origin
+
+log = logging.getLogger("userkeep.faroe")
+
+ACTOR_TYPE = "faroe"
+
+USER_NOT_FOUND = "user_not_found"
+EMAIL_ADDRESS_ALREADY_USED = "email_address_already_used"
+INTERNAL_ERROR = "internal_error"
+INTERNAL_CONFLICT = "internal_conflict"
+
+_users: Table = User.__table__  # type: ignore[attr-defined]
+_sessions: Table = Session.__table__  # type: ignore[attr-defined]
+
+
+class FaroeAppMissing(Exception):
+    """FAROE_APP names no app (or it has no default environment): a configuration error."""
+
+
+# ---- passwords: the one place that maps between Faroe's triple and users.password_hash -----
+#
+# Faroe stores (raw hash, algorithm id, raw salt) and verifies by hashing again with the
+# algorithm whose Id() matches. Userkeep stores one string that libpass's CryptContext verifies.
+#
+# * `argon2id.T.M.P.L` (time, memory KiB, parallelism, hash length: the Id() of Faroe's argon2id
+#   example) <-> the PHC string `$argon2id$v=19$m=M,t=T,p=P$<salt>$<hash>` (standard base64,
+#   no padding), which argon2-cffi and libpass verify. So either door verifies the other's
+#   passwords, and PHC -> Faroe -> PHC is byte-identical.
+# * Any other algorithm id, or an argon2id id argon2 would refuse (L not the hash length, salt
+#   under 8 bytes, hash under 4 bytes, t or p of 0, m < 8p, a leading zero), is kept intact as
+#   `$faroe$<id>$<base64 salt>$<base64 hash>` (padded base64), served back to Faroe unchanged.
+#   CryptContext does not recognise it, so the REST door answers invalid_credentials for it.
+# * No password (NULL, e.g. an admin-created user) is served as an empty hash, empty salt and
+#   algorithm id "" — no Faroe algorithm has that id, so no password verifies.
+# * A hash the REST door holds that has no Faroe form (bcrypt, argon2i, an argon2 hash with a
+#   secret key or old version) is served as algorithm id "phc" with the PHC string's UTF-8 bytes
+#   as the hash and an empty salt. Faroe cannot verify it (unless a deployment adds a "phc"
+#   algorithm); the REST door re-hashes it to argon2id on the next REST sign-in.
+
+NO_PASSWORD_ALGORITHM_ID = ""
+OPAQUE_PHC_ALGORITHM_ID = "phc"
+MARKER = "$faroe$"
+
+_DECIMAL = "(0|[1-9][0-9]*)"
+_FAROE_ARGON2ID = re.compile(rf"argon2id\.{_DECIMAL}\.{_DECIMAL}\.{_DECIMAL}\.{_DECIMAL}")
+_PHC_ARGON2ID = re.compile(
+    rf"\$argon2id\$v=19\$m={_DECIMAL},t={_DECIMAL},p={_DECIMAL}\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)"
+)
+_UINT32_MAX = 2**32 - 1
+_ARGON2_MAX_PARALLELISM = 2**24 - 1
+_ARGON2_MIN_SALT = 8
+_ARGON2_MIN_HASH = 4
+
+
+@dataclass(frozen=True, slots=True)
+class FaroePassword:
+    hash: bytes
+    algorithm_id: str
+    salt: bytes
+
+
+def _argon2_ok(
+    time_cost: int, memory_kib: int, parallelism: int, salt: bytes, hash_: bytes
+) -> bool:
+    """The parameters argon2 (and so libpass) accepts; outside them a PHC string would make the
+    REST door's verify raise instead of answering."""
+    return (
+        1 <= time_cost <= _UINT32_MAX
+        and 1 <= parallelism <= _ARGON2_MAX_PARALLELISM
+        and 8 * parallelism <= memory_kib <= _UINT32_MAX
+        and _ARGON2_MIN_SALT <= len(salt) <= _UINT32_MAX
+        and _ARGON2_MIN_HASH <= len(hash_) <= _UINT32_MAX
+    )
+
+
+def _b64_nopad(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
+def _b64_nopad_decode(text: str) -> bytes | None:
+    """Decode unpadded standard base64, only in its canonical form (so re-encoding gives the
+    same text back)."""
+    try:
+        data = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return data if _b64_nopad(data) == text else None
+
+
+def password_from_faroe(password_hash: bytes, algorithm_id: str, salt: bytes) -> str:
+    """Faroe's (hash, algorithm id, salt) -> the users.password_hash string."""
+    match = _FAROE_ARGON2ID.fullmatch(algorithm_id)
+    if match is not None:
+        time_cost, memory_kib, parallelism, length = (int(g) for g in match.groups())
+        if length == len(password_hash) and _argon2_ok(
+            time_cost, memory_kib, parallelism, salt, password_hash
+        ):
+            return (
+                f"$argon2id$v=19$m={memory_kib},t={time_cost},p={parallelism}"
+                f"${_b64_nopad(salt)}${_b64_nopad(password_hash)}"
+            )
+    encoded_salt = base64.b64encode(salt).decode("ascii")
+    encoded_hash = base64.b64encode(password_hash).decode("ascii")
+    return f"{MARKER}{algorithm_id}${encoded_salt}${encoded_hash}"
+
+
+def password_to_faroe(stored: str | None) -> FaroePassword:
+    """users.password_hash -> Faroe's (hash, algorithm id, salt); the inverse of the above."""
+    if stored is None:
+        return FaroePassword(b"", NO_PASSWORD_ALGORITHM_ID, b"")
+    if stored.startswith(MARKER):
+        # The id may itself contain "$"; base64 never does, so split from the right.
+        parts = stored[len(MARKER) :].rsplit("$", 2)
+        if len(parts) == 3:
+            algorithm_id, encoded_salt, encoded_hash = parts
+            try:
+                salt = base64.b64decode(encoded_salt, validate=True)
+                password_hash = base64.b64decode(encoded_hash, validate=True)
+            except (binascii.Error, ValueError):
+                pass
+            else:
+                return FaroePassword(password_hash, algorithm_id, salt)
+    match = _PHC_ARGON2ID.fullmatch(stored)
+    if match is not None:
+        memory, time, parallel, encoded_salt, encoded_hash = match.groups()
+        salt_bytes = _b64_nopad_decode(encoded_salt)
+        hash_bytes = _b64_nopad_decode(encoded_hash)
+        if (
+            salt_bytes is not None
+            and hash_bytes is not None
+            and _argon2_ok(int(time), int(memory), int(parallel), salt_bytes, hash_bytes)
+        ):
+            algorithm_id = f"argon2id.{time}.{memory}.{parallel}.{len(hash_bytes)}"
+            return FaroePassword(hash_bytes, algorithm_id, salt_bytes)
+    return FaroePassword(stored.encode("utf-8"), OPAQUE_PHC_ALGORITHM_ID, b"")
+
+
+# ---- reading ----------------------------------------------------------------------------------
+
+
+def to_faroe_user(user: User, now: datetime) -> FaroeUser:
+    password = password_to_faroe(user.password_hash)
+    return FaroeUser(
+        id=user.id,
+        email_address=user.email,
+        password_hash=password.hash,
+        password_hash_algorithm_id=password.algorithm_id,
+        password_salt=password.salt,
+        disabled=users.is_banned(user, now),
+        display_name=user.name or "",
+        email_address_counter=user.email_address_counter,
+        password_hash_counter=user.password_hash_counter,
+        disabled_counter=user.disabled_counter,
+        sessions_counter=user.sessions_counter,
+    )
+
+
+def _storable(*values: str) -> bool:
+    """PostgreSQL text holds neither U+0000 nor a lone surrogate (which has no UTF-8 form)."""
+    for value in values:
+        if "\x00" in value:
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One invocation: where Faroe's users live, and what the audit row needs."""
+
+    db: AsyncSession
+    env: Environment
+    invocation_id: str
+    action_name: str
+    origin: Origin
+    now: datetime
+
+    def live(self, user_id: str) -> list[Any]:
+        """The user by id, in Faroe's environment, not deleted."""
+        return [
+            _users.c.id == user_id,
+            _users.c.app_id == self.env.app_id,
+            _users.c.env_id == self.env.id,
+            _users.c.deleted_at.is_(None),
+        ]
+
+    def audit(self, action: str, user_id: str, **metadata: Any) -> None:
+        audit.record(
+            self.db,
+            action,
+            origin=self.origin,
+            app_id=self.env.app_id,
+            env_id=self.env.id,
+            actor_type=ACTOR_TYPE,
+            target_user_id=user_id,
+            metadata={
+                "faroe_action": self.action_name,
+                "action_invocation_id": self.invocation_id,
+                **metadata,
+            },
+        )
+
+
+def _stamp(now: datetime) -> dict[str, Any]:
+    """What every write of a user row sets besides its change: updated_at, and an expired ban
+    cleared in storage (users.clear_expired_ban, as SQL; the rule is users.banned_clause)."""
+    still_banned = users.banned_clause(now)
+    return {
+        "updated_at": now,
+        "banned": still_banned,
+        "ban_reason": case((still_banned, _users.c.ban_reason), else_=null()),
+        "ban_expires": case((still_banned, _users.c.ban_expires), else_=null()),
+    }
+
+
+async def _update_revoking_sessions(
+    call: _Call, change: Update, reason: str
+) -> tuple[str | None, int]:
+    """Run `change` (an UPDATE of one user RETURNING its id) and revoke every live session of the
+    user it matched, in one statement: (the user id or None when no row matched, sessions
+    revoked)."""
+    changed = change.returning(_users.c.id).cte("changed")
+    revoked = (
+        update(_sessions)
+        .where(
+            _sessions.c.user_id.in_(select(changed.c.id)),
+            _sessions.c.revoked_at.is_(None),
+        )
+        .values(revoked_at=call.now, revoked_reason=reason)
+        .returning(_sessions.c.id)
+        .cte("revoked")
+    )
+    statement = select(
+        select(changed.c.id).scalar_subquery(),
+        select(func.count()).select_from(revoked).scalar_subquery(),
+    )
+    row = (await call.db.execute(statement)).one()
+    return row[0], int(row[1])
+
+
+# ---- the actions ------------------------------------------------------------------------------
+
+
+async def _get_user(call: _Call, action: protocol.GetUser) -> FaroeUser:
+    # Any id that is not one of ours (Faroe's own ids, garbage) is simply not found.
+    if not is_valid(action.user_id, Prefix.USER):
+        raise ActionError(USER_NOT_FOUND)
+    query = select(User).where(*call.live(action.user_id))
+    user = (await call.db.execute(query)).scalar_one_or_none()
+    if user is None:
+        raise ActionError(USER_NOT_FOUND)
+    return to_faroe_user(user, call.now)
+
+
+async def _get_user_by_email_address(
+    call: _Call, action: protocol.GetUserByEmailAddress
+) -> FaroeUser:
+    email = action.email_address
+    if not _storable(email):
+        raise ActionError(USER_NOT_FOUND)  # no stored e-mail can equal it
+    # Exact, case-sensitive match (Faroe's rule); the lower() term lets PostgreSQL use the
+    # case-insensitive unique index uq_users_email_live to find the (at most one) candidate.
+    query = select(User).where(
+        col(User.app_id) == call.env.app_id,
+        col(User.env_id) == call.env.id,
+        col(User.deleted_at).is_(None),
+        func.lower(col(User.email)) == func.lower(email),
+        col(User.email) == email,
+    )
+    user = (await call.db.execute(query)).scalar_one_or_none()
+    if user is None:
+        raise ActionError(USER_NOT_FOUND)
+    return to_faroe_user(user, call.now)
+
+
+async def _create_user(call: _Call, action: protocol.CreateUser) -> FaroeUser:
+    if not _storable(action.email_address, action.password_hash_algorithm_id):
+        raise ActionError(INTERNAL_ERROR)
+    user = User(
+        id=new_id(Prefix.USER),
+        app_id=call.env.app_id,
+        env_id=call.env.id,
+        email=action.email_address,
+        # Faroe verifies the address (a code sent to it) before it creates the user.
+        email_verified=True,
+        password_hash=password_from_faroe(
+            action.password_hash, action.password_hash_algorithm_id, action.password_salt
+        ),
+        password_changed_at=call.now,
+        created_at=call.now,
+        updated_at=call.now,
+    )
+    call.db.add(user)
+    await call.db.flush()  # a unique violation surfaces here (see invoke)
+    call.audit("user.created", user.id)
+    return to_faroe_user(user, call.now)
+
+
+async def _update_user_email_address(call: _Call, action: protocol.UpdateUserEmailAddress) -> None:
+    if not is_valid(action.user_id, Prefix.USER):
+        raise ActionError(USER_NOT_FOUND)
+    if not _storable(action.email_address):
+        raise ActionError(INTERNAL_ERROR)
+    # When no row matches, nothing is written, so no unique violation: not-found wins.
+    statement = (
+        update(_users)
+        .where(
+            *call.live(action.user_id),
+            _users.c.email_address_counter == action.user_email_address_counter,
+        )
+        .values(
+            email=action.email_address,
+            email_verified=True,
+            email_address_counter=_users.c.email_address_counter + 1,
+            **_stamp(call.now),
+        )
+        .returning(_users.c.id)
+    )
+    if (await call.db.execute(statement)).first() is None:
+        raise ActionError(USER_NOT_FOUND)
+    call.audit("user.updated", action.user_id, fields=["email"])
+
+
+async def _update_user_password_hash(call: _Call, action: protocol.UpdateUserPasswordHash) -> None:
+    if not is_valid(action.user_id, Prefix.USER):
+        raise ActionError(USER_NOT_FOUND)
+    if not _storable(action.password_hash_algorithm_id):
+        raise ActionError(INTERNAL_ERROR)
+    password_hash = password_from_faroe(
+        action.password_hash, action.password_hash_algorithm_id, action.password_salt
+    )
+    # A password change ends the user's REST sessions (they are all "other sessions" from the
+    # Faroe door, as in POST /v1/auth/change-password); Faroe's own sessions are Faroe's call,
+    # so the sessions counter does not move.
+    change = (
+        update(_users)
+        .where(
+            *call.live(action.user_id),
+            _users.c.password_hash_counter == action.user_password_hash_counter,
+        )
+        .values(
+            password_hash=password_hash,
+            password_changed_at=call.now,
+            password_hash_counter=_users.c.password_hash_counter + 1,
+            **_stamp(call.now),
+        )
+    )
+    user_id, revoked = await _update_revoking_sessions(call, change, "password_changed")
+    if user_id is None:
+        raise ActionError(USER_NOT_FOUND)
+    call.audit("user.password_changed", user_id, sessions_revoked=revoked)
+
+
+async def _increment_user_sessions_counter(
+    call: _Call, action: protocol.IncrementUserSessionsCounter
+) -> None:
+    if not is_valid(action.user_id, Prefix.USER):
+        raise ActionError(USER_NOT_FOUND)
+    # At 2147483647 the increment overflows int4: PostgreSQL raises 22003 (only for a matched
+    # row), which invoke() answers as internal_error; nothing is written.
+    change = (
+        update(_users)
+        .where(
+            *call.live(action.user_id),
+            _users.c.sessions_counter == action.user_sessions_counter,
+        )
+        .values(sessions_counter=_users.c.sessions_counter + 1, **_stamp(call.now))
+    )
+    user_id, revoked = await _update_revoking_sessions(call, change, "faroe_revoked_all")
+    if user_id is None:
+        raise ActionError(USER_NOT_FOUND)
+    call.audit("session.revoked_all", user_id, sessions_revoked=revoked)
+
+
+async def _delete_user(call: _Call, action: protocol.DeleteUser) -> None:
+    if not is_valid(action.user_id, Prefix.USER):
+        raise ActionError(USER_NOT_FOUND)
+    # Soft delete, as DELETE /v1/auth/me: deleted_at, every session revoked, and (as every
+    # "revoke all sessions") the sessions counter bumped — saturating, so a delete never fails.
+    counter = _users.c.sessions_counter
+    change = (
+        update(_users)
+        .where(*call.live(action.user_id))
+        .values(
+            deleted_at=call.now,
+            sessions_counter=case((counter < protocol.INT32_MAX, counter + 1), else_=counter),
+            **_stamp(call.now),
+        )
+    )
+    user_id, revoked = await _update_revoking_sessions(call, change, "account_deleted")
+    if user_id is None:
+        raise ActionError(USER_NOT_FOUND)
+    call.audit("user.deleted", user_id, sessions_revoked=revoked)
+
+
+_Handler = Callable[[_Call, Any], Awaitable[FaroeUser | None]]
+_HANDLERS: dict[type, tuple[str, _Handler]] = {
+    protocol.CreateUser: ("create_user", _create_user),
+    protocol.GetUser: ("get_user", _get_user),
+    protocol.GetUserByEmailAddress: ("get_user_by_email_address", _get_user_by_email_address),
+    protocol.UpdateUserEmailAddress: ("update_user_email_address", _update_user_email_address),
+    protocol.UpdateUserPasswordHash: ("update_user_password_hash", _update_user_password_hash),
+    protocol.IncrementUserSessionsCounter: (
+        "increment_user_sessions_counter",
+        _increment_user_sessions_counter,
+    ),
+    protocol.DeleteUser: ("delete_user", _delete_user),
+}
+
+
+def _sqlstate(exc: DBAPIError) -> str:
+    return str(getattr(exc.orig, "sqlstate", None) or "")
+
+
+def _action_error_for(exc: DBAPIError) -> str | None:
+    """The action error for a database error the store caused, or None for one it did not
+    (the database is down, a bug): those go on to the app's 503/500 handling."""
+    state = _sqlstate(exc)
+    if isinstance(exc, IntegrityError) and "uq_users_email_live" in str(exc.orig):
+        return EMAIL_ADDRESS_ALREADY_USED
+    if state in {"40001", "40P01"}:  # serialization failure, deadlock: try again
+        return INTERNAL_CONFLICT
+    # 22 data exception (value too long, out of range, bad encoding), 23 integrity constraint,
+    # 54 program limit exceeded (e.g. an index row too large): the value cannot be stored.
+    if state[:2] in {"22", "23", "54"}:
+        return INTERNAL_ERROR
+    return None
+
+
+async def invoke(
+    db: AsyncSession, app_ref: str, action: protocol.Action, invocation_id: str, origin: Origin
+) -> FaroeUser | None:
+    """Run one action in one transaction: the user for the three reads and create_user, None for
+    the other four; raises ActionError for an action error, FaroeAppMissing when FAROE_APP names
+    no app."""
+    action_name, handler = _HANDLERS[type(action)]
+    try:
+        async with db.begin():
+            try:
+                env = await tenancy.resolve(db, app_ref, None)
+            except NotFound as exc:
+                raise FaroeAppMissing(f"FAROE_APP={app_ref!r}: {exc.message}") from None
+            call = _Call(db, env, invocation_id, action_name, origin, clock.now())
+            return await handler(call, action)
+    except DBAPIError as exc:
+        code = _action_error_for(exc)
+        if code is None:
+            raise
+        if code != EMAIL_ADDRESS_ALREADY_USED:
+            log.warning(
+                "faroe action %s (invocation %s) failed in the store: sqlstate %s",
+                action_name,
+                invocation_id,
+                _sqlstate(exc),
+            )
+        raise ActionError(code) from None
