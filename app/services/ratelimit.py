@@ -1,0 +1,207 @@
+"""Rate limits shared by every node: fixed-window counters in PostgreSQL, or Redis if configured.
+
+A limit is `count` events per `window` seconds for one key (rule + identifier). Counting is one
+atomic statement per event in either store, so concurrent requests on several nodes can never
+both take the last slot. Fixed windows let a client spend up to 2x a limit across a window
+boundary; every rule pairs a short burst window with a long one to bound that.
+
+The rules and their defaults live in Settings (RATE_LIMIT_*); `RATE_LIMITS=off` turns them all
+off and must be asked for by name.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app import clock
+from app.errors import RateLimited, ServiceUnavailable
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+
+
+@dataclass(frozen=True)
+class Limit:
+    count: int
+    window: int  # seconds
+
+    @classmethod
+    def parse(cls, spec: str) -> "Limit":
+        """`"100/3600"` = 100 events per hour."""
+        count, sep, window = spec.strip().partition("/")
+        if not sep or not count.isdigit() or not window.isdigit() or int(window) == 0:
+            raise ValueError(f"rate limit {spec!r} is not COUNT/SECONDS[,COUNT/SECONDS…]")
+        return cls(int(count), int(window))
+
+
+def parse_limits(spec: str) -> tuple[Limit, ...]:
+    """`"10/60,100/3600"`: every limit must hold."""
+    return tuple(Limit.parse(part) for part in spec.split(",") if part.strip())
+
+
+class Store(Protocol):
+    async def incr(self, key: str, window: int, now: float) -> int:
+        """Count one event for `key` in the window holding `now`; the count so far."""
+
+    async def peek(self, key: str, window: int, now: float) -> int:
+        """The count in the current window, without counting."""
+
+    async def close(self) -> None: ...
+
+
+def window_start(window: int, now: float) -> int:
+    return int(now // window * window)
+
+
+class PostgresStore:
+    """One row per key, reset in place when a new window starts (an UNLOGGED table: counters
+    are cheap to lose in a crash). Expired rows are pruned every `PRUNE_EVERY` increments."""
+
+    PRUNE_EVERY = 1000
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._since_prune = 0
+
+    async def incr(self, key: str, window: int, now: float) -> int:
+        start = window_start(window, now)
+        async with self.engine.begin() as conn:
+            count = (
+                await conn.execute(
+                    text(
+                        "INSERT INTO rate_limits (key, window_start, expires_at, count) "
+                        "VALUES (:k, :w, :e, 1) "
+                        "ON CONFLICT (key) DO UPDATE SET count = CASE "
+                        "WHEN rate_limits.window_start = EXCLUDED.window_start "
+                        "THEN rate_limits.count + 1 ELSE 1 END, "
+                        "window_start = EXCLUDED.window_start, expires_at = EXCLUDED.expires_at "
+                        "RETURNING count"
+                    ),
+                    {"k": key, "w": start, "e": start + window},
+                )
+            ).scalar_one()
+            self._since_prune += 1
+            if self._since_prune >= self.PRUNE_EVERY:
+                self._since_prune = 0
+                await conn.execute(
+                    text("DELETE FROM rate_limits WHERE expires_at < :now"), {"now": int(now)}
+                )
+        return int(count)
+
+    async def peek(self, key: str, window: int, now: float) -> int:
+        async with self.engine.connect() as conn:
+            count = (
+                await conn.execute(
+                    text("SELECT count FROM rate_limits WHERE key = :k AND window_start = :w"),
+                    {"k": key, "w": window_start(window, now)},
+                )
+            ).scalar_one_or_none()
+        return int(count or 0)
+
+    async def close(self) -> None:
+        """The engine belongs to the app."""
+
+
+class RedisStore:
+    """INCR + EXPIRE on one key per window. Redis unreachable means 503, not unlimited: a limit
+    that silently stops holding would be worse than a short outage of the limited routes."""
+
+    def __init__(self, url: str) -> None:
+        from redis.asyncio import Redis
+
+        self.redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+    def _key(self, key: str, window: int, now: float) -> str:
+        return f"userkeep:rl:{key}:{window_start(window, now)}"
+
+    async def incr(self, key: str, window: int, now: float) -> int:
+        from redis.exceptions import RedisError
+
+        name = self._key(key, window, now)
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.incr(name)
+                pipe.expire(name, window + 1)
+                count, _ = await pipe.execute()
+        except RedisError as exc:
+            raise ServiceUnavailable("rate-limit store unavailable") from exc
+        return int(count)
+
+    async def peek(self, key: str, window: int, now: float) -> int:
+        from redis.exceptions import RedisError
+
+        try:
+            value = await self.redis.get(self._key(key, window, now))
+        except RedisError as exc:
+            raise ServiceUnavailable("rate-limit store unavailable") from exc
+        return int(value or 0)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+class RateLimiter:
+    def __init__(self, store: Store, enabled: bool = True) -> None:
+        self.store = store
+        self.enabled = enabled
+
+    @staticmethod
+    def _retry_after(limit: Limit, now: float) -> int:
+        return max(1, math.ceil(window_start(limit.window, now) + limit.window - now))
+
+    async def hit(self, key: str, *limits: Limit) -> None:
+        """Count one event against each limit; 429 when any is exceeded."""
+        if not self.enabled:
+            return
+        now = clock.now().timestamp()
+        for limit in limits:
+            if await self.store.incr(f"{key}:{limit.window}", limit.window, now) > limit.count:
+                raise RateLimited(self._retry_after(limit, now))
+
+    async def check(self, key: str, *limits: Limit) -> None:
+        """429 if any limit is already used up, without counting (for counting only failures)."""
+        if not self.enabled:
+            return
+        now = clock.now().timestamp()
+        for limit in limits:
+            if await self.store.peek(f"{key}:{limit.window}", limit.window, now) >= limit.count:
+                raise RateLimited(self._retry_after(limit, now))
+
+
+class Rules:
+    """The named rules of Settings, applied to one request's identifiers. Routers call the
+    per-IP rules; services call the per-account ones, which count failures only."""
+
+    def __init__(self, limiter: RateLimiter, settings: "Settings") -> None:
+        self.limiter = limiter
+        self.by_name = {
+            "signin": parse_limits(settings.rate_limit_signin_ip),
+            "signup": parse_limits(settings.rate_limit_signup_ip),
+            "refresh": parse_limits(settings.rate_limit_refresh_ip),
+            "admin": parse_limits(settings.rate_limit_admin_ip),
+            "faroe": parse_limits(settings.rate_limit_faroe_ip),
+        }
+        self.account_failures = parse_limits(settings.rate_limit_account_failures)
+
+    async def per_ip(self, rule: str, ip: str | None) -> None:
+        await self.limiter.hit(f"{rule}:ip:{ip or '-'}", *self.by_name[rule])
+
+    async def check_account(self, account: str) -> None:
+        """Before a password check: 429 when this account has used up its failures."""
+        await self.limiter.check(f"fail:acct:{account}", *self.account_failures)
+
+    async def fail_account(self, account: str) -> None:
+        """After a wrong password: count it (never raises for the attempt it counts)."""
+        if not self.limiter.enabled:
+            return
+        now = clock.now().timestamp()
+        for limit in self.account_failures:
+            await self.limiter.store.incr(f"fail:acct:{account}:{limit.window}", limit.window, now)
+
+
+def build(settings: "Settings", engine: AsyncEngine) -> Rules:
+    store: Store = RedisStore(settings.redis_url) if settings.redis_url else PostgresStore(engine)
+    return Rules(RateLimiter(store, enabled=settings.rate_limits == "on"), settings)

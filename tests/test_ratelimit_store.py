@@ -1,0 +1,93 @@
+"""The rate-limit counters themselves, on PostgreSQL and on Redis: exact under concurrency."""
+
+import asyncio
+import os
+import uuid
+from datetime import timedelta
+
+import pytest
+
+from app import clock
+from app.db import create_engine
+from app.errors import RateLimited
+from app.services.ratelimit import Limit, PostgresStore, RateLimiter, RedisStore
+from tests.conftest import make_settings
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _redis_available() -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(params=["postgres", "redis"])
+async def limiter(request, database_url):
+    if request.param == "postgres":
+        engine = create_engine(database_url, make_settings(database_url))
+        yield RateLimiter(PostgresStore(engine))
+        await engine.dispose()
+    else:
+        if not _redis_available():
+            pytest.skip("no Redis on 127.0.0.1:6379")
+        store = RedisStore(REDIS_URL)
+        yield RateLimiter(store)
+        async for name in store.redis.scan_iter("userkeep:rl:test:*"):
+            await store.redis.delete(name)
+        await store.redis.aclose()
+
+
+def key() -> str:
+    return f"test:{uuid.uuid4().hex}"
+
+
+async def test_limit_parse():
+    assert Limit.parse("100/3600") == Limit(100, 3600)
+
+
+async def test_allows_up_to_the_limit_then_429_with_retry_after(limiter):
+    k = key()
+    for _ in range(3):
+        await limiter.hit(k, Limit(3, 60))
+    with pytest.raises(RateLimited) as raised:
+        await limiter.hit(k, Limit(3, 60))
+    retry = int(raised.value.headers["Retry-After"])
+    assert 1 <= retry <= 60
+
+
+async def test_the_next_window_starts_fresh(limiter):
+    k = key()
+    for _ in range(2):
+        await limiter.hit(k, Limit(2, 60))
+    with pytest.raises(RateLimited):
+        await limiter.hit(k, Limit(2, 60))
+    clock.advance(timedelta(seconds=61))
+    await limiter.hit(k, Limit(2, 60))
+
+
+async def test_check_does_not_count(limiter):
+    k = key()
+    for _ in range(5):
+        await limiter.check(k, Limit(1, 60))
+    await limiter.hit(k, Limit(1, 60))
+    with pytest.raises(RateLimited):
+        await limiter.check(k, Limit(1, 60))
+
+
+async def test_concurrent_hits_have_exactly_limit_winners(limiter):
+    k = key()
+
+    async def attempt() -> bool:
+        try:
+            await limiter.hit(k, Limit(10, 60))
+            return True
+        except RateLimited:
+            return False
+
+    results = await asyncio.gather(*(attempt() for _ in range(50)))
+    assert results.count(True) == 10
