@@ -1,0 +1,345 @@
+"""ASGI middleware: the body-size cap, the request id, the access log and request metrics,
+and the security headers. Pure ASGI, so the hot path pays little.
+
+Order, outermost first (app/main.py): SecurityHeaders, RequestId, Observe, BodyLimit. Observe
+answers unhandled exceptions itself, inside the other two, so a 500 or a database 503 carries
+the request id and the security headers like every other answer.
+"""
+
+import base64
+import hashlib
+import inspect
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Collection
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import logs
+from app.errors import envelope
+from app.metrics import Metrics
+
+access_log = logging.getLogger("userkeep.access")
+
+BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+async def send_error(send: Send, status: int, type_: str, message: str) -> None:
+    body = json.dumps(envelope(status, type_, message)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimit:
+    """Refuse bodies over `max_bytes` with 413, whether Content-Length says so or the stream
+    turns out longer; the app then sees the buffered body as usual."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = -1
+                if declared > self.max_bytes:
+                    await send_error(send, 413, "payload_too_large", "request body too large")
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await send_error(send, 413, "payload_too_large", "request body too large")
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class RequestId:
+    """Give every request an id (or keep a sane one from the caller), echo it in X-Request-ID."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = secrets.token_hex(8)
+        for name, value in scope["headers"]:
+            if name == b"x-request-id" and 0 < len(value) <= 64 and value.isascii():
+                request_id = value.decode()
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        token = logs.request_id.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            logs.request_id.reset(token)
+
+
+def route_path(scope: Scope) -> str:
+    """The path without the root_path a proxy mounted the app under."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+class Observe:
+    """One `userkeep.access` log line and the request metrics per HTTP request, with the route
+    template (not the raw path) and the authenticated caller the dependencies recorded in the
+    scope state (`user_id`, `api_key_id`).
+
+    An exception no handler caught is answered here with the app's own 500/Exception handler
+    and not re-raised: that handler already logs it (with the request id), and answering here
+    keeps the request id and security headers on the response, which Starlette's outermost
+    ServerErrorMiddleware would send without them."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def send_recording(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recording)
+        except Exception as exc:
+            handler = _error_handler(scope)
+            if status or handler is None:
+                status = status or 500
+                raise
+            request = Request(scope, receive)
+            if inspect.iscoroutinefunction(handler):
+                response = await handler(request, exc)
+            else:
+                response = await run_in_threadpool(handler, request, exc)
+            await response(scope, receive, send_recording)
+        finally:
+            # No answer at all: the client went away first (nginx's 499).
+            self._record(scope, status or 499, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        route = scope.get("route")
+        template: str | None = getattr(route, "path_format", None) or getattr(route, "path", None)
+        method: str = scope["method"]
+        self.metrics.observe(template, method, status, seconds)
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        state: dict[str, Any] = scope.get("state", {})
+        fields: dict[str, Any] = {
+            "request_id": state.get("request_id"),
+            "method": method,
+            "route": template,
+            "status": status,
+            "latency_ms": round(seconds * 1000, 2),
+        }
+        for key in ("user_id", "api_key_id"):
+            if state.get(key):
+                fields[key] = state[key]
+        access_log.info("%s %s %d", method, template or "-", status, extra=fields)
+
+
+def _error_handler(scope: Scope) -> Any:
+    """The handler Starlette's ServerErrorMiddleware would use: the app's 500 or Exception one."""
+    handlers: dict[Any, Any] = getattr(scope.get("app"), "exception_handlers", {})
+    return handlers.get(500) or handlers.get(Exception)
+
+
+# ---- security headers ------------------------------------------------------------------------
+
+SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+# The API answers JSON only: nothing in it may load, run or be framed.
+API_CSP = b"default-src 'none'; frame-ancestors 'none'"
+# Every /v1/ answer may carry a token or personal data; Pragma for HTTP/1.0 caches.
+NO_STORE: list[tuple[bytes, bytes]] = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _defaults(function: Any, *names: str) -> list[str]:
+    parameters = inspect.signature(function).parameters
+    return [str(parameters[name].default) for name in names]
+
+
+# The docs pages load their assets from wherever FastAPI's defaults point (a CDN today); read
+# the origins from those defaults so an upgrade that moves them does not break the pages.
+DOCS_ASSET_ORIGINS = " ".join(
+    sorted(
+        {
+            _origin(url)
+            for url in _defaults(get_swagger_ui_html, "swagger_js_url", "swagger_css_url")
+            + _defaults(get_redoc_html, "redoc_js_url")
+        }
+    )
+)
+DOCS_ICON_ORIGINS = " ".join(
+    sorted(
+        {
+            _origin(url)
+            for url in _defaults(get_swagger_ui_html, "swagger_favicon_url")
+            + _defaults(get_redoc_html, "redoc_favicon_url")
+        }
+    )
+)
+# FastAPI writes the Swagger UI bootstrap (and the OAuth2 redirect page) as a bare inline
+# <script>; external ones are <script src=…>. Only inline ones match.
+INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+
+
+def docs_csp(html: bytes) -> bytes:
+    """The policy of a docs page: its assets' origins, and its own inline scripts by hash (not
+    'unsafe-inline', so a script injected into the page by a crafted spec still cannot run).
+    Styles may be inline: Swagger UI and ReDoc (styled-components) inject them at runtime.
+    ReDoc runs its search in a blob: worker. ReDoc's Google Fonts stylesheet is not allowed (a
+    host FastAPI hard-codes); ReDoc then falls back to its system font stack."""
+    hashes = [
+        f"'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
+        for script in INLINE_SCRIPT.findall(html)
+    ]
+    directives = [
+        "default-src 'none'",
+        " ".join(["script-src", DOCS_ASSET_ORIGINS, *hashes]),
+        f"style-src {DOCS_ASSET_ORIGINS} 'unsafe-inline'",
+        f"img-src 'self' data: {DOCS_ICON_ORIGINS}",
+        "font-src 'self' data:",
+        "connect-src 'self'",
+        "worker-src blob:",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "form-action 'none'",
+    ]
+    return "; ".join(directives).encode()
+
+
+def docs_pages(app: FastAPI) -> frozenset[str]:
+    """The HTML pages FastAPI serves for the docs, which need a policy of their own."""
+    paths = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    return frozenset(path for path in paths if path)
+
+
+class SecurityHeaders:
+    """nosniff, DENY framing and no referrer on every answer; `Cache-Control: no-store` on every
+    /v1/ answer; a deny-all CSP on the API and a working one on the docs pages."""
+
+    def __init__(self, app: ASGIApp, docs_paths: Collection[str] = ()) -> None:
+        self.app = app
+        self.docs_paths = frozenset(docs_paths)
+        self.api_headers = [*SECURITY_HEADERS, (b"content-security-policy", API_CSP)]
+        self.v1_headers = [*self.api_headers, *NO_STORE]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = route_path(scope)
+        if path in self.docs_paths:
+            await self._docs_page(scope, receive, send)
+            return
+        added = self.v1_headers if path.startswith("/v1/") else self.api_headers
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": _replace(message.get("headers", []), added)}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    async def _docs_page(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Buffer the page (a few KiB, rarely asked for) to hash its inline scripts."""
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def send_with_policy(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+                return
+            if message["type"] != "http.response.body" or start is None:
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = b"".join(chunks)
+            added = [*SECURITY_HEADERS, (b"content-security-policy", docs_csp(body))]
+            await send({**start, "headers": _replace(start.get("headers", []), added)})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, send_with_policy)
+
+
+def _replace(
+    headers: Collection[tuple[bytes, bytes]], added: list[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """`headers` with `added` set, replacing any the app set under the same names (the routes'
+    own Cache-Control, say), so no header appears twice."""
+    names = {name for name, _ in added}
+    return [(name, value) for name, value in headers if name.lower() not in names] + added
