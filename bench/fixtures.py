@@ -1,0 +1,252 @@
+"""What `make bench` needs in the bench database besides the seeded users (bench.seed_users):
+live sessions with known tokens, users that can really sign in, and fastapi-users' own users
+and access tokens. Every function is idempotent: it adds what is missing, so a second run (or
+a run on the seeded million) starts at once.
+
+Tokens are derived from their index (SHA-256 of a fixed label), so nothing but the database has
+to be kept between runs, and no real secret is ever in play.
+"""
+
+import base64
+import hashlib
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from app.ids import Prefix, new_id
+from app.security.passwords import CONTEXT
+
+BENCH_AGENT = "userkeep-bench"
+SIGNIN_PASSWORD = "userkeep bench sign-in password 7f3a"
+SIGNIN_EMAIL = "bench-signin-{}@example.com"
+FASTAPI_USERS_SCHEMA = "fastapi_users"
+
+
+def _token(label: str, index: int) -> str:
+    digest = hashlib.sha256(f"userkeep-bench-{label}:{index}".encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()  # 43 chars, as token_urlsafe
+
+
+def session_token(index: int) -> str:
+    return "ukst_" + _token("session", index)
+
+
+def fastapi_users_token(index: int) -> str:
+    return _token("fastapi-users", index)
+
+
+def sha256(value: str) -> bytes:
+    return hashlib.sha256(value.encode()).digest()
+
+
+async def default_env(conn: asyncpg.Connection) -> tuple[str, str]:
+    app_id, env_id = await conn.fetchrow(
+        "SELECT a.id, e.id FROM apps a JOIN environments e ON e.app_id = a.id AND e.is_default "
+        "WHERE a.slug = 'default'"
+    )
+    return app_id, env_id
+
+
+async def seed_sessions(conn: asyncpg.Connection, count: int) -> int:
+    """Sessions 0..count-1 (token `session_token(i)`), on live, unbanned users of the default
+    app, never expiring during a bench. Returns how many there are."""
+    existing = {
+        bytes(r[0])
+        for r in await conn.fetch(
+            "SELECT token_hash FROM sessions WHERE user_agent = $1", BENCH_AGENT
+        )
+    }
+    missing = [i for i in range(count) if sha256(session_token(i)) not in existing]
+    if missing:
+        started = time.monotonic()
+        app_id, env_id = await default_env(conn)
+        owners = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT id FROM users WHERE app_id = $1 AND env_id = $2 AND deleted_at IS NULL "
+                "AND NOT banned ORDER BY id LIMIT $3",
+                app_id,
+                env_id,
+                count,
+            )
+        ]
+        now = datetime.now(UTC)
+        far = now + timedelta(days=3650)
+        records = (
+            (
+                new_id(Prefix.SESSION),
+                new_id(Prefix.FAMILY),
+                owners[i % len(owners)],
+                sha256(session_token(i)),
+                sha256("ukrt_" + _token("refresh", i)),
+                far,
+                far,
+                now,
+                now,
+                BENCH_AGENT,
+            )
+            for i in missing
+        )
+        await conn.copy_records_to_table(
+            "sessions",
+            records=records,
+            columns=[
+                "id",
+                "family_id",
+                "user_id",
+                "token_hash",
+                "refresh_token_hash",
+                "expires_at",
+                "refresh_expires_at",
+                "created_at",
+                "last_used_at",
+                "user_agent",
+            ],
+        )
+        await conn.execute("VACUUM ANALYZE sessions")
+        print(f"seeded {len(missing):,} sessions in {time.monotonic() - started:.0f} s")
+    return count
+
+
+async def freshen_sessions(conn: asyncpg.Connection, indexes: list[int]) -> None:
+    """Make the driven sessions live and just used: the bench measures the steady state, in
+    which a session's last-used stamp is written at most once a minute, not a cold start in
+    which every token's first request writes."""
+    await conn.execute(
+        "UPDATE sessions SET last_used_at = now(), revoked_at = NULL, revoked_reason = NULL, "
+        "expires_at = greatest(expires_at, now() + interval '1 day') "
+        "WHERE token_hash = ANY($1::bytea[])",
+        [sha256(session_token(i)) for i in indexes],
+    )
+
+
+async def seed_signin_users(conn: asyncpg.Connection, count: int) -> list[str]:
+    """`count` users of the default app whose password is SIGNIN_PASSWORD (one argon2id hash
+    with Userkeep's parameters, shared: verifying costs the same). Returns their e-mails."""
+    app_id, env_id = await default_env(conn)
+    emails = [SIGNIN_EMAIL.format(i) for i in range(count)]
+    have = {
+        r[0]
+        for r in await conn.fetch(
+            "SELECT email FROM users WHERE app_id = $1 AND env_id = $2 AND deleted_at IS NULL "
+            "AND email = ANY($3::text[])",
+            app_id,
+            env_id,
+            emails,
+        )
+    }
+    missing = [e for e in emails if e not in have]
+    if missing:
+        password_hash = CONTEXT.hash(SIGNIN_PASSWORD)
+        now = datetime.now(UTC)
+        await conn.copy_records_to_table(
+            "users",
+            records=[
+                (new_id(Prefix.USER), app_id, env_id, e, True, password_hash, now, now)
+                for e in missing
+            ],
+            columns=[
+                "id",
+                "app_id",
+                "env_id",
+                "email",
+                "email_verified",
+                "password_hash",
+                "created_at",
+                "updated_at",
+            ],
+        )
+        print(f"seeded {len(missing):,} users who can sign in")
+    await conn.execute(
+        "UPDATE users SET banned = false, ban_reason = NULL, ban_expires = NULL "
+        "WHERE app_id = $1 AND email = ANY($2::text[]) AND banned",
+        app_id,
+        emails,
+    )
+    return emails
+
+
+async def sample_user_ids(conn: asyncpg.Connection, count: int) -> list[str]:
+    """Random live users of the default app (what the Faroe endpoint serves by default)."""
+    app_id, env_id = await default_env(conn)
+    rows = await conn.fetch(
+        "SELECT id FROM users TABLESAMPLE SYSTEM (10) WHERE app_id = $1 AND env_id = $2 "
+        "AND deleted_at IS NULL LIMIT $3",
+        app_id,
+        env_id,
+        count,
+    )
+    if len(rows) < count:  # a small table: sampling 10% of its pages finds too few
+        rows = await conn.fetch(
+            "SELECT id FROM users WHERE app_id = $1 AND env_id = $2 AND deleted_at IS NULL "
+            "ORDER BY random() LIMIT $3",
+            app_id,
+            env_id,
+            count,
+        )
+    return [r[0] for r in rows]
+
+
+# ---- fastapi-users ------------------------------------------------------------------------
+
+
+async def seed_fastapi_users(conn: asyncpg.Connection, users: int, tokens: int) -> None:
+    """fastapi-users' tables (made by `bench.ref_fastapi_users setup`) filled like ours:
+    `users` users and `tokens` access tokens (token `fastapi_users_token(i)`)."""
+    table = f'{FASTAPI_USERS_SCHEMA}."user"'
+    have = await conn.fetchval(f"SELECT count(*) FROM {table}")  # noqa: S608
+    started = time.monotonic()
+    password_hash = CONTEXT.hash("not used by the bench")
+    batch = 100_000
+    for start in range(have, users, batch):
+        n = min(batch, users - start)
+        await conn.copy_records_to_table(
+            "user",
+            schema_name=FASTAPI_USERS_SCHEMA,
+            records=(
+                (
+                    uuid.uuid4(),
+                    f"user{i}@example{i % 100}.com",
+                    password_hash,
+                    True,
+                    False,
+                    i % 2 == 0,
+                )
+                for i in range(start, start + n)
+            ),
+            columns=["id", "email", "hashed_password", "is_active", "is_superuser", "is_verified"],
+        )
+    if users > have:
+        print(f"seeded {users - have:,} fastapi-users users in {time.monotonic() - started:.0f} s")
+    existing = {
+        r[0]
+        for r in await conn.fetch(f"SELECT token FROM {FASTAPI_USERS_SCHEMA}.accesstoken")  # noqa: S608
+    }
+    missing = [i for i in range(tokens) if fastapi_users_token(i) not in existing]
+    if missing:
+        owners = [
+            r[0]
+            for r in await conn.fetch(f"SELECT id FROM {table} ORDER BY id LIMIT $1", tokens)  # noqa: S608
+        ]
+        now = datetime.now(UTC)
+        await conn.copy_records_to_table(
+            "accesstoken",
+            schema_name=FASTAPI_USERS_SCHEMA,
+            records=((fastapi_users_token(i), now, owners[i % len(owners)]) for i in missing),
+            columns=["token", "created_at", "user_id"],
+        )
+        print(f"seeded {len(missing):,} fastapi-users access tokens")
+    if users > have or missing:
+        await conn.execute(f"VACUUM ANALYZE {table}")
+        await conn.execute(f"VACUUM ANALYZE {FASTAPI_USERS_SCHEMA}.accesstoken")
+
+
+async def freshen_fastapi_users(conn: asyncpg.Connection, indexes: list[int]) -> None:
+    """DatabaseStrategy only accepts tokens younger than lifetime_seconds."""
+    await conn.execute(
+        f"UPDATE {FASTAPI_USERS_SCHEMA}.accesstoken SET created_at = now() "  # noqa: S608
+        "WHERE token = ANY($1::text[])",
+        [fastapi_users_token(i) for i in indexes],
+    )

@@ -1,0 +1,191 @@
+"""Where GET /v1/auth/me spends its time under load: py-spy on one Userkeep worker.
+
+    .venv/bin/python -m bench.profile_me [--seconds 20] [--connections 16] [--route me]
+
+Starts `python -m app serve` with one worker (one process, so py-spy sees every request) on the
+bench database, drives the route from bench.loadgen in another process, records the worker
+with `py-spy record --pid --gil` (only samples in which the worker holds the GIL: its CPU, not
+its waits), writes the collapsed stacks to bench/results/profile-<route>.txt (input for
+speedscope or flamegraph.pl), then prints a summary: the share of samples by package
+(inclusive, and self time with stdlib frames counted for their caller) and the functions with
+the most self and inclusive time. Run `python -m bench.run` (or
+`make bench`) once first, so the database holds the bench sessions.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench import fixtures
+from bench.common import ROOT, bench_db, start_server
+from bench.run import FAROE_SECRET, check, freshen, raw_request
+
+RESULTS = ROOT / "bench" / "results"
+PACKAGES = [
+    ("app/", "app (Userkeep)"),
+    ("sqlalchemy/", "sqlalchemy"),
+    ("sqlmodel/", "sqlmodel"),
+    ("asyncpg/", "asyncpg"),
+    ("fastapi/", "fastapi"),
+    ("starlette/", "starlette"),
+    ("pydantic/", "pydantic"),
+    ("pydantic_core/", "pydantic"),
+    ("uvicorn/", "uvicorn"),
+    ("anyio/", "anyio"),
+    ("typeid/", "typeid"),
+    ("greenlet/", "greenlet"),
+]
+
+
+def summarize(collapsed: Path, top: int = 30) -> str:
+    """Package shares and self-time leaders from py-spy's collapsed (raw) output."""
+    total = 0
+    inclusive: Counter[str] = Counter()
+    self_time: Counter[str] = Counter()
+    functions: Counter[str] = Counter()
+    owners: Counter[str] = Counter()
+    for line in collapsed.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        seen = set()
+        for frame in frames:
+            for marker, name in PACKAGES:
+                if marker in frame and name not in seen:
+                    seen.add(name)
+                    inclusive[name] += count
+        for frame in set(frames):
+            functions[_short(frame)] += count
+        self_time[_short(frames[-1])] += count
+        owners[_owner(frames)] += count
+    if not total:
+        return "no samples"
+    lines = [
+        f"{total} samples (in which the worker held the GIL)",
+        "",
+        "inclusive share by package (greenlet stacks are separate roots):",
+    ]
+    for name, count in inclusive.most_common():
+        lines.append(f"  {100 * count / total:5.1f}%  {name}")
+    lines += ["", "self time by package (stdlib frames count for the package calling them):"]
+    for name, count in owners.most_common():
+        lines.append(f"  {100 * count / total:5.1f}%  {name}")
+    lines += ["", f"top {top} functions by self time:"]
+    for name, count in self_time.most_common(top):
+        lines.append(f"  {100 * count / total:5.1f}%  {name}")
+    lines += ["", f"top {top} functions by inclusive time:"]
+    for name, count in functions.most_common(top):
+        lines.append(f"  {100 * count / total:5.1f}%  {name}")
+    return "\n".join(lines)
+
+
+def _owner(frames: list[str]) -> str:
+    """The package whose code was running: the innermost frame of a known package (so time
+    in asyncio, contextlib or Cython code called from SQLAlchemy counts for SQLAlchemy)."""
+    for frame in reversed(frames):
+        for marker, name in PACKAGES:
+            if marker in frame:
+                return name
+    return "other (stdlib, interpreter, event loop)"
+
+
+def _short(frame: str) -> str:
+    # py-spy frames look like "function (path/to/file.py:123)"; keep the tail of the path.
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    for marker in ("site-packages/", "/work/main/", str(ROOT) + "/"):
+        if marker in where:
+            where = where.split(marker, 1)[1]
+    return f"{name} ({where})"
+
+
+def requests_for(route: str, base: str, url: str, tokens: int) -> list[str]:
+    indexes = list(range(tokens))
+    asyncio.run(freshen(url, indexes))
+    if route == "me":
+        token = fixtures.session_token(0)
+        check(base, ("GET", "/v1/auth/me"), 200, headers={"Authorization": f"Bearer {token}"})
+        return [
+            raw_request(
+                "GET", base, "/v1/auth/me", {"Authorization": f"Bearer {fixtures.session_token(i)}"}
+            )
+            for i in indexes
+        ]
+    raise SystemExit(f"unknown route {route}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=1000)
+    parser.add_argument("--route", default="me", choices=["me"])
+    parser.add_argument("--tool", default="auto", choices=["auto", "python", "wrk"])
+    args = parser.parse_args()
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    raw = RESULTS / f"profile-{args.route}.txt"
+    with bench_db(os.environ.get("BENCH_DATABASE_URL")) as url:
+        server, base = start_server(url, 1, RATE_LIMITS="off", FAROE_SECRET=FAROE_SECRET)
+        try:
+            requests = requests_for(args.route, base, url, args.tokens)
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as spec:
+                json.dump({"url": base, "expect": [200], "requests": requests}, spec)
+            load = subprocess.Popen(  # noqa: S603
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.loadgen",
+                    spec.name,
+                    "--connections",
+                    str(args.connections),
+                    "--duration",
+                    str(args.seconds + 2),
+                    "--warmup",
+                    "2",
+                    "--tool",
+                    args.tool,
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            # Let the load reach its steady state, then sample the whole worker.
+            time.sleep(2)
+            common = [
+                "--pid",
+                str(server.pid),
+                "--duration",
+                str(args.seconds),
+                "--rate",
+                "250",
+                "--gil",
+            ]
+            subprocess.run(  # noqa: S603
+                [py_spy, "record", *common, "--format", "raw", "-o", str(raw)],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            out, _ = load.communicate()
+            os.unlink(spec.name)
+            print("load:", out.strip())
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    print(summarize(raw))
+    print(f"\ncollapsed stacks: {raw.relative_to(ROOT)} (speedscope / flamegraph.pl input)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,516 @@
+"""`make bench`: Userkeep's hot routes under load, next to the references that say what is good.
+
+    make bench                                  # or: .venv/bin/python -m bench.run
+    BENCH_USERS=2000 BENCH_DURATION=3 BENCH_HASH_SECONDS=2 make bench    # a smoke run
+
+On the bench database (embedded PostgreSQL under .data/bench, or BENCH_DATABASE_URL), with
+users seeded by bench.seed_users and sessions by bench.fixtures, one server at a time:
+
+1. the password-hash ceiling: argon2id hashes/s with Userkeep's CryptContext, all cores;
+2. Userkeep (`python -m app serve`, WORKERS workers, RATE_LIMITS=off since all load comes from
+   one address): GET /v1/auth/me, POST /v1/auth/signin, GET /v1/admin/users?search=…, and the
+   Faroe get_user action (signed with FAROE_SECRET);
+3. the ceiling for /me: bench/ref_minimal.py (FastAPI + raw asyncpg, same lookup);
+4. the common alternative: bench/ref_fastapi_users.py (fastapi-users, DatabaseStrategy).
+
+Load comes from a separate process (bench.loadgen: wrk when installed, else asyncio), with a
+fixed number of keep-alive connections for a fixed time after a warm-up. Prints one table and
+writes it to bench/results/latest.md.
+
+Knobs (environment): BENCH_USERS (100000; a bigger seeded set, e.g. the 1M of
+`python -m bench.seed_users`, is used as it is), BENCH_SESSIONS (= BENCH_USERS), BENCH_TOKENS
+(distinct tokens/users the load cycles through, 10000), BENCH_SIGNIN_USERS (1000), WORKERS (2),
+BENCH_CONNECTIONS (16), BENCH_DURATION (15 s), BENCH_WARMUP (3 s), BENCH_HASH_SECONDS (10),
+BENCH_TOOL (auto|wrk|python), BENCH_ONLY (comma list of rows: hash, me, signin, search, faroe,
+minimal, fastapi-users), BENCH_DATABASE_URL (an external server instead of the embedded one).
+"""
+
+import asyncio
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+import asyncpg
+import httpx
+
+from app import db as database
+from app.faroe.client import ENDPOINT as FAROE_ENDPOINT
+from app.faroe.client import encode_request, sign
+from bench import fixtures, hash_ceiling, seed_users
+from bench.admin_search import admin_token
+from bench.common import ROOT, bench_db, free_port, start_server
+
+FAROE_SECRET = "userkeep-bench-faroe-secret"
+FASTAPI_USERS_PYTHON = ROOT / ".data" / "bench" / "fastapi-users-venv" / "bin" / "python"
+RESULTS = ROOT / "bench" / "results" / "latest.md"
+SEARCHES = [
+    "lovelace12",
+    "grace hopper",
+    "torvalds99",
+    "rossum42",
+    "hopper7@example",
+    "linus.turing1",
+]
+ROWS = ["hash", "me", "signin", "search", "faroe", "minimal", "fastapi-users"]
+KNOBS = [
+    "BENCH_USERS",
+    "BENCH_SESSIONS",
+    "BENCH_TOKENS",
+    "BENCH_SIGNIN_USERS",
+    "WORKERS",
+    "BENCH_CONNECTIONS",
+    "BENCH_DURATION",
+    "BENCH_WARMUP",
+    "BENCH_HASH_SECONDS",
+    "BENCH_TOOL",
+    "BENCH_ONLY",
+]
+
+
+def knob(name: str, default: int | float) -> int | float:
+    value = os.environ.get(name)
+    return type(default)(value) if value else default
+
+
+class Config:
+    def __init__(self) -> None:
+        self.users = int(knob("BENCH_USERS", 100_000))
+        self.sessions = int(knob("BENCH_SESSIONS", self.users))
+        self.tokens = int(knob("BENCH_TOKENS", 10_000))
+        self.signin_users = int(knob("BENCH_SIGNIN_USERS", 1000))
+        self.workers = int(knob("WORKERS", 2))
+        self.connections = int(knob("BENCH_CONNECTIONS", 16))
+        self.duration = float(knob("BENCH_DURATION", 15.0))
+        self.warmup = float(knob("BENCH_WARMUP", 3.0))
+        self.hash_seconds = float(knob("BENCH_HASH_SECONDS", 10.0))
+        self.tool = os.environ.get("BENCH_TOOL", "auto")
+        only = os.environ.get("BENCH_ONLY", "")
+        self.rows = [r.strip() for r in only.split(",") if r.strip()] or ROWS
+        unknown = set(self.rows) - set(ROWS)
+        if unknown:
+            sys.exit(f"BENCH_ONLY: unknown rows {sorted(unknown)}; known: {', '.join(ROWS)}")
+        if self.warmup + self.duration > 280:
+            # Faroe requests are signed once per run, and a signature is good for 300 s.
+            sys.exit("BENCH_WARMUP + BENCH_DURATION must stay under 280 s")
+
+
+# ---- raw requests --------------------------------------------------------------------------
+
+
+def raw_request(
+    method: str, url: str, path: str, headers: dict[str, str] | None = None, body: bytes = b""
+) -> str:
+    host = urlsplit(url).netloc
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", "User-Agent: userkeep-bench"]
+    for name, value in (headers or {}).items():
+        lines.append(f"{name}: {value}")
+    if body or method in {"POST", "PUT", "PATCH"}:
+        lines.append(f"Content-Length: {len(body)}")
+    return "\r\n".join(lines) + "\r\n\r\n" + body.decode("latin-1")
+
+
+def drive(cfg: Config, url: str, requests: list[str], expect: tuple[int, ...] = (200,)) -> dict:
+    """Run bench.loadgen in its own process against `url` and return its result."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as spec:
+        json.dump({"url": url, "expect": list(expect), "requests": requests}, spec)
+    try:
+        output = subprocess.run(  # noqa: S603
+            [
+                sys.executable,
+                "-m",
+                "bench.loadgen",
+                spec.name,
+                "--connections",
+                str(cfg.connections),
+                "--duration",
+                str(cfg.duration),
+                "--warmup",
+                str(cfg.warmup),
+                "--tool",
+                cfg.tool,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        os.unlink(spec.name)
+    result: dict = json.loads(output.stdout.strip().splitlines()[-1])
+    kinds = {k: v for k, v in result.get("error_kinds", {}).items() if v}
+    print(
+        f"    {result['rps']:.0f} req/s, p50 {result['p50'] or 0:.1f} ms, "
+        f"p99 {result['p99'] or 0:.1f} ms, {result['errors']} errors {kinds or ''}",
+        flush=True,
+    )
+    return result
+
+
+def check(url: str, request_line: tuple[str, str], expect: int, **kwargs) -> None:
+    """One request before the load: a wrong token or setup fails loudly, not as 100% errors."""
+    method, path = request_line
+    response = httpx.request(method, url + path, timeout=30, **kwargs)
+    if response.status_code != expect:
+        raise RuntimeError(
+            f"{method} {path}: expected {expect}, got {response.status_code}: {response.text}"
+        )
+
+
+# ---- servers -------------------------------------------------------------------------------
+
+
+def start_reference(python: Path | str, module: str, db_url: str, workers: int, probe: str):
+    port = free_port()
+    env = {**os.environ, "BENCH_DATABASE_URL": db_url}
+    server = subprocess.Popen(  # noqa: S603
+        [
+            str(python),
+            "-m",
+            "uvicorn",
+            f"{module}:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"{module} exited with {server.returncode}")
+        try:
+            httpx.get(base + probe, timeout=1)
+            time.sleep(1)  # every worker up, not just the first
+            return server, base
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError(f"{module} did not start")
+
+
+def stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+# ---- the run -------------------------------------------------------------------------------
+
+
+async def _connect(url: str) -> asyncpg.Connection:
+    return await asyncpg.connect(**database._asyncpg_args(url))
+
+
+async def prepare(cfg: Config, url: str) -> dict:
+    await seed_users.seed(url, cfg.users)
+    conn = await _connect(url)
+    try:
+        facts: dict = {
+            "users": await conn.fetchval("SELECT count(*) FROM users"),
+            "postgres": await conn.fetchval("SHOW server_version"),
+        }
+        facts["sessions"] = await fixtures.seed_sessions(conn, cfg.sessions)
+        rng = random.Random(6)
+        facts["token_indexes"] = rng.sample(range(cfg.sessions), min(cfg.tokens, cfg.sessions))
+        if "signin" in cfg.rows:
+            facts["signin_emails"] = await fixtures.seed_signin_users(conn, cfg.signin_users)
+        if "faroe" in cfg.rows:
+            facts["faroe_ids"] = await fixtures.sample_user_ids(conn, cfg.tokens)
+    finally:
+        await conn.close()
+    if "search" in cfg.rows:
+        facts["admin_token"] = await admin_token(url)
+    return facts
+
+
+async def freshen(url: str, indexes: list[int], fastapi_users: bool = False) -> None:
+    conn = await _connect(url)
+    try:
+        if fastapi_users:
+            await fixtures.freshen_fastapi_users(conn, indexes)
+        else:
+            await fixtures.freshen_sessions(conn, indexes)
+    finally:
+        await conn.close()
+
+
+def bench_userkeep(cfg: Config, url: str, facts: dict, results: dict) -> None:
+    server, base = start_server(
+        url, cfg.workers, RATE_LIMITS="off", FAROE_SECRET=FAROE_SECRET, FAROE_AUTH="hmac"
+    )
+    try:
+        if "me" in cfg.rows:
+            print("  GET /v1/auth/me", flush=True)
+            indexes = facts["token_indexes"]
+            asyncio.run(freshen(url, indexes))
+            tokens = [fixtures.session_token(i) for i in indexes]
+            check(
+                base,
+                ("GET", "/v1/auth/me"),
+                200,
+                headers={"Authorization": f"Bearer {tokens[0]}"},
+            )
+            results["me"] = drive(
+                cfg,
+                base,
+                [
+                    raw_request("GET", base, "/v1/auth/me", {"Authorization": f"Bearer {t}"})
+                    for t in tokens
+                ],
+            )
+        if "signin" in cfg.rows:
+            print("  POST /v1/auth/signin", flush=True)
+            bodies = [
+                json.dumps({"email": e, "password": fixtures.SIGNIN_PASSWORD}).encode()
+                for e in facts["signin_emails"]
+            ]
+            check(
+                base,
+                ("POST", "/v1/auth/signin"),
+                200,
+                content=bodies[0],
+                headers={"Content-Type": "application/json"},
+            )
+            results["signin"] = drive(
+                cfg,
+                base,
+                [
+                    raw_request(
+                        "POST", base, "/v1/auth/signin", {"Content-Type": "application/json"}, b
+                    )
+                    for b in bodies
+                ],
+            )
+        if "search" in cfg.rows:
+            print("  GET /v1/admin/users?search=…", flush=True)
+            auth = {"Authorization": f"Bearer {facts['admin_token']}"}
+            paths = ["/v1/admin/users?" + urlencode({"search": s, "limit": 20}) for s in SEARCHES]
+            check(base, ("GET", paths[0]), 200, headers=auth)
+            results["search"] = drive(cfg, base, [raw_request("GET", base, p, auth) for p in paths])
+        if "faroe" in cfg.rows:
+            print("  Faroe get_user", flush=True)
+            # Signed now: a signature is good for 300 s, the run is shorter (Config checks).
+            signed = []
+            for user_id in facts["faroe_ids"]:
+                body = encode_request("get_user", {"user_id": user_id})
+                headers = {"Content-Type": "application/json", **sign(FAROE_SECRET, body)}
+                signed.append((headers, body))
+            check(base, ("POST", FAROE_ENDPOINT), 200, content=signed[0][1], headers=signed[0][0])
+            results["faroe"] = drive(
+                cfg, base, [raw_request("POST", base, FAROE_ENDPOINT, h, b) for h, b in signed]
+            )
+    finally:
+        stop(server)
+
+
+def bench_minimal(cfg: Config, url: str, facts: dict, results: dict) -> None:
+    print("  reference: minimal FastAPI + asyncpg GET /me", flush=True)
+    indexes = facts["token_indexes"]
+    asyncio.run(freshen(url, indexes))
+    server, base = start_reference(sys.executable, "bench.ref_minimal", url, cfg.workers, "/me")
+    try:
+        tokens = [fixtures.session_token(i) for i in indexes]
+        check(base, ("GET", "/me"), 200, headers={"Authorization": f"Bearer {tokens[0]}"})
+        results["minimal"] = drive(
+            cfg,
+            base,
+            [raw_request("GET", base, "/me", {"Authorization": f"Bearer {t}"}) for t in tokens],
+        )
+    finally:
+        stop(server)
+
+
+def bench_fastapi_users(cfg: Config, url: str, facts: dict, results: dict) -> None:
+    print("  reference: fastapi-users GET /users/me (DatabaseStrategy)", flush=True)
+    if not FASTAPI_USERS_PYTHON.exists():
+        print(f"    skipped: no {FASTAPI_USERS_PYTHON} (make bench installs it)")
+        return
+    subprocess.run(  # noqa: S603
+        [str(FASTAPI_USERS_PYTHON), "-m", "bench.ref_fastapi_users", "setup"],
+        cwd=ROOT,
+        env={**os.environ, "BENCH_DATABASE_URL": url},
+        check=True,
+    )
+
+    async def seed() -> None:
+        conn = await _connect(url)
+        try:
+            await fixtures.seed_fastapi_users(conn, facts["users"], cfg.sessions)
+            await fixtures.freshen_fastapi_users(conn, facts["token_indexes"])
+        finally:
+            await conn.close()
+
+    asyncio.run(seed())
+    server, base = start_reference(
+        FASTAPI_USERS_PYTHON, "bench.ref_fastapi_users", url, cfg.workers, "/users/me"
+    )
+    try:
+        tokens = [fixtures.fastapi_users_token(i) for i in facts["token_indexes"]]
+        check(base, ("GET", "/users/me"), 200, headers={"Authorization": f"Bearer {tokens[0]}"})
+        results["fastapi-users"] = drive(
+            cfg,
+            base,
+            [
+                raw_request("GET", base, "/users/me", {"Authorization": f"Bearer {t}"})
+                for t in tokens
+            ],
+        )
+    finally:
+        stop(server)
+
+
+# ---- the table -----------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def command() -> str:
+    knobs = " ".join(f"{k}={os.environ[k]}" for k in KNOBS if os.environ.get(k))
+    runner = "make bench" if os.environ.get("MAKELEVEL") else ".venv/bin/python -m bench.run"
+    return f"{knobs} {runner}".strip()
+
+
+def ratio(a: dict | None, b: dict | None) -> float | None:
+    if not a or not b or not b["rps"]:
+        return None
+    return float(a["rps"] / b["rps"])
+
+
+def render(cfg: Config, facts: dict, results: dict, load: tuple[float, float, float]) -> str:
+    tool = next((r["tool"] for r in results.values() if "tool" in r), "-")
+    minimal = ratio(results.get("me"), results.get("minimal"))
+    fastapi_users = ratio(results.get("me"), results.get("fastapi-users"))
+    hashes = results.get("hash")
+    signin = (
+        results["signin"]["rps"] / hashes["hashes_per_second"]
+        if results.get("signin") and hashes
+        else None
+    )
+    lines = [
+        f"## Userkeep bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"- machine: {os.cpu_count()} cores, {cpu_model()}, {platform.system()} "
+        f"{platform.release()}, Python {platform.python_version()}, PostgreSQL "
+        f"{facts['postgres']} (same machine); load average at start "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+        f"- command: `{command()}`",
+        f"- data: {facts['users']:,} users, {facts['sessions']:,} sessions; the load cycles "
+        f"through {len(facts['token_indexes']):,} tokens/users, {cfg.signin_users:,} accounts "
+        f"for sign-in, {len(SEARCHES)} searches",
+        f"- load: {tool}, {cfg.connections} keep-alive connections, {cfg.duration:g} s per row "
+        f"after {cfg.warmup:g} s warm-up; servers: {cfg.workers} uvicorn workers each, one "
+        "server at a time, RATE_LIMITS=off",
+        "",
+        "| row | req/s | p50 ms | p99 ms | errors | ratio |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+
+    def row(label: str, key: str, note: str = "") -> None:
+        r = results.get(key)
+        if r is None:
+            if key in cfg.rows:
+                lines.append(f"| {label} | - | - | - | - | not run |")
+            return
+        lines.append(
+            f"| {label} | {r['rps']:,.0f} | {r['p50'] or 0:.1f} | {r['p99'] or 0:.1f} | "
+            f"{r['errors']:,} of {r['requests']:,} | {note} |"
+        )
+
+    me_note = ", ".join(
+        f"{value:.2f}x {name}"
+        for name, value in (("minimal", minimal), ("fastapi-users", fastapi_users))
+        if value is not None
+    )
+    row("GET /v1/auth/me", "me", me_note)
+    row(
+        "POST /v1/auth/signin",
+        "signin",
+        f"{signin:.2f}x hash ceiling" if signin is not None else "",
+    )
+    row("GET /v1/admin/users?search=…", "search")
+    row("Faroe get_user (signed)", "faroe")
+    row("ref: minimal FastAPI + asyncpg, GET /me", "minimal", "the ceiling for /me")
+    row("ref: fastapi-users DatabaseStrategy, GET /users/me", "fastapi-users")
+    if hashes:
+        lines.append(
+            f"| ref: argon2id m=19456,t=2,p=1 hashes/s, {hashes['processes']} processes | "
+            f"{hashes['hashes_per_second']:,.1f} | - | - | - | the ceiling for sign-in |"
+        )
+    targets = []
+    me = results.get("me")
+    if minimal is not None:
+        targets.append(f"/me ≥ 0.8x minimal: {_verdict(minimal >= 0.8)} ({minimal:.2f}x)")
+    if fastapi_users is not None:
+        targets.append(
+            f"/me ≥ 1.5x fastapi-users: {_verdict(fastapi_users >= 1.5)} ({fastapi_users:.2f}x)"
+        )
+    if me and me["p99"] is not None:
+        targets.append(f"/me p99 ≤ 50 ms: {_verdict(me['p99'] <= 50)} ({me['p99']:.1f} ms)")
+    if signin is not None:
+        targets.append(f"sign-in ≥ 0.9x hash ceiling: {_verdict(signin >= 0.9)} ({signin:.2f}x)")
+    if targets:
+        lines += ["", "Targets: " + "; ".join(targets) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def main() -> None:
+    cfg = Config()
+    load = os.getloadavg()
+    results: dict = {}
+    if "hash" in cfg.rows:
+        print(f"password-hash ceiling ({cfg.hash_seconds:g} s)…", flush=True)
+        results["hash"] = hash_ceiling.measure(cfg.hash_seconds)
+        print(f"    {results['hash']['hashes_per_second']:.1f} hashes/s", flush=True)
+    with bench_db(os.environ.get("BENCH_DATABASE_URL")) as url:
+        print("preparing the bench database…", flush=True)
+        facts = asyncio.run(prepare(cfg, url))
+        if {"me", "signin", "search", "faroe"} & set(cfg.rows):
+            print(f"Userkeep ({cfg.workers} workers)", flush=True)
+            bench_userkeep(cfg, url, facts, results)
+        if "minimal" in cfg.rows:
+            bench_minimal(cfg, url, facts, results)
+        if "fastapi-users" in cfg.rows:
+            bench_fastapi_users(cfg, url, facts, results)
+    table = render(cfg, facts, results, load)
+    print("\n" + table)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(table, "utf-8")
+    print(f"written to {RESULTS.relative_to(ROOT)}")
+    if shutil.which("wrk") is None and cfg.tool == "auto":
+        print("(wrk not found: the asyncio load generator was used; it shares the CPU)")
+
+
+if __name__ == "__main__":
+    main()
