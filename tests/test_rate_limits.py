@@ -70,6 +70,15 @@ async def limited_app(request: pytest.FixtureRequest, database_url: str) -> Asyn
         await _clear_redis()
 
 
+@pytest.fixture(autouse=True)
+def at_the_start_of_an_hour() -> None:
+    """Windows are fixed and aligned to the epoch: start each test one second into an hour, so
+    the few seconds a test takes (and its clock.advance steps) never cross a boundary by chance."""
+    now = clock.now()
+    next_hour = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1, seconds=1)
+    clock.advance(next_hour - now)
+
+
 @pytest.fixture
 async def connect(limited_app: FastAPI) -> AsyncIterator[Client]:
     """client(ip) -> an HTTP client whose requests come from `ip`."""
