@@ -161,6 +161,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     engine = database.create_engine(url, settings)
     app.state.engine = engine
     app.state.sessions = database.session_factory(engine)
+    app.state.reads = database.read_session_factory(engine)
     app.state.hasher = PasswordHasher(settings.hash_concurrency, settings.hash_queue_max)
     app.state.rate_limits = ratelimit.build(settings, engine)
     if settings.rate_limits == "off":

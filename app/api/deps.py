@@ -86,10 +86,14 @@ def record_caller(request: Request, user_id: str | None, api_key_id: str | None 
 
 async def get_principal(
     request: Request,
-    db: Annotated[AsyncSession, Depends(get_db)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    principal = await sessions.authenticate(db, credentials.credentials if credentials else None)
+    # Its own AUTOCOMMIT session, closed before the route runs: GET /me never opens the
+    # request's transactional session at all.
+    async with request.app.state.reads() as reads:
+        principal = await sessions.authenticate(
+            reads, credentials.credentials if credentials else None
+        )
     record_caller(request, principal.user.id)
     return principal
 

@@ -46,21 +46,21 @@ class AdminPrincipal:
 SYSTEM = AdminPrincipal(actor_type="system", actor_id=None, app_id=None, is_root=True)
 
 
-async def authenticate(db: AsyncSession, token: str | None) -> AdminPrincipal:
+async def authenticate(reads: AsyncSession, token: str | None) -> AdminPrincipal:
     """Anonymous, unknown, expired or revoked credentials: 401. A signed-in non-admin: 403.
-    A banned or deleted admin is refused by sessions.authenticate like everyone else."""
+    A banned or deleted admin is refused by sessions.authenticate like everyone else.
+    `reads` is an AUTOCOMMIT session (db.read_session_factory): lookups and one-row stamps."""
     if not token:
         raise AuthenticationRequired()
     if token.startswith(tokens.API_KEY_PREFIX):
-        return await _authenticate_key(db, token)
-    principal = await sessions.authenticate(db, token)
+        return await _authenticate_key(reads, token)
+    principal = await sessions.authenticate(reads, token)
     user = principal.user
     if user.role != ADMIN_ROLE:
         raise Forbidden("admin role required")
-    async with db.begin():
-        slug = (
-            await db.execute(select(col(App.slug)).where(col(App.id) == user.app_id))
-        ).scalar_one()
+    slug = (
+        await reads.execute(select(col(App.slug)).where(col(App.id) == user.app_id))
+    ).scalar_one()
     return AdminPrincipal(
         actor_type="admin",
         actor_id=user.id,
@@ -70,24 +70,21 @@ async def authenticate(db: AsyncSession, token: str | None) -> AdminPrincipal:
     )
 
 
-async def _authenticate_key(db: AsyncSession, secret: str) -> AdminPrincipal:
+async def _authenticate_key(reads: AsyncSession, secret: str) -> AdminPrincipal:
     """One indexed read of key and app; the last-used stamp at most once a minute."""
-    async with db.begin():
-        row = (
-            await db.execute(
-                select(ApiKey, col(App.slug))
-                .join(App, col(App.id) == ApiKey.app_id)
-                .where(col(ApiKey.key_hash) == tokens.digest(secret))
-            )
-        ).first()
-        if row is None or row[0].revoked_at is not None:
-            raise AuthenticationRequired("invalid or revoked API key")
-        key, slug = row
-        now = clock.now()
-        if key.last_used_at is None or now - key.last_used_at > KEY_LAST_USED_GRANULARITY:
-            await db.execute(
-                update(ApiKey).where(col(ApiKey.id) == key.id).values(last_used_at=now)
-            )
+    row = (
+        await reads.execute(
+            select(ApiKey, col(App.slug))
+            .join(App, col(App.id) == ApiKey.app_id)
+            .where(col(ApiKey.key_hash) == tokens.digest(secret))
+        )
+    ).first()
+    if row is None or row[0].revoked_at is not None:
+        raise AuthenticationRequired("invalid or revoked API key")
+    key, slug = row
+    now = clock.now()
+    if key.last_used_at is None or now - key.last_used_at > KEY_LAST_USED_GRANULARITY:
+        await reads.execute(update(ApiKey).where(col(ApiKey.id) == key.id).values(last_used_at=now))
     return AdminPrincipal(
         actor_type="api_key",
         actor_id=key.id,

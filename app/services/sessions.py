@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -73,33 +73,51 @@ def token_response(user: User, issued: Issued) -> dict[str, Any]:
     }
 
 
-async def authenticate(db: AsyncSession, token: str | None) -> Principal:
-    """The hot path: one indexed read of session and user together, and no write (but a
-    last-used stamp at most once a minute)."""
+# Session columns the check needs, with the whole user: the answer of GET /me needs no more.
+_LOOKUP = (
+    select(
+        col(Session.id),
+        col(Session.family_id),
+        col(Session.expires_at),
+        col(Session.revoked_at),
+        col(Session.last_used_at),
+        User,
+    )
+    .join(User, col(User.id) == Session.user_id)
+    .where(col(Session.token_hash) == bindparam("digest"))
+)
+
+
+async def authenticate(reads: AsyncSession, token: str | None) -> Principal:
+    """The hot path: one indexed read of session and user together, and no write but a
+    last-used stamp at most once a minute.
+
+    `reads` is a session of `db.read_session_factory` (AUTOCOMMIT): the lookup is one round
+    trip, with no BEGIN and COMMIT around it, and the stamp is one conditional UPDATE that a
+    concurrent request for the same session cannot turn into two."""
     if not token:
         raise AuthenticationRequired()
-    async with db.begin():
-        row = (
-            await db.execute(
-                select(Session, User)
-                .join(User, col(User.id) == Session.user_id)
-                .where(col(Session.token_hash) == tokens.digest(token))
+    row = (await reads.execute(_LOOKUP, {"digest": tokens.digest(token)})).first()
+    if row is None:
+        raise AuthenticationRequired("invalid session token")
+    session_id, family_id, expires_at, revoked_at, last_used_at, user = row
+    now = clock.now()
+    if revoked_at is not None or expires_at <= now:
+        raise SessionExpired()
+    if user.deleted_at is not None:
+        raise SessionExpired()
+    users.ensure_not_banned(user, now)
+    stale = now - LAST_USED_GRANULARITY
+    if last_used_at is None or last_used_at < stale:
+        await reads.execute(
+            update(Session)
+            .where(
+                col(Session.id) == session_id,
+                or_(col(Session.last_used_at).is_(None), col(Session.last_used_at) < stale),
             )
-        ).first()
-        if row is None:
-            raise AuthenticationRequired("invalid session token")
-        session, user = row
-        now = clock.now()
-        if session.revoked_at is not None or session.expires_at <= now:
-            raise SessionExpired()
-        if user.deleted_at is not None:
-            raise SessionExpired()
-        users.ensure_not_banned(user, now)
-        if session.last_used_at is None or now - session.last_used_at > LAST_USED_GRANULARITY:
-            await db.execute(
-                update(Session).where(col(Session.id) == session.id).values(last_used_at=now)
-            )
-    return Principal(user=user, session_id=session.id, family_id=session.family_id)
+            .values(last_used_at=now)
+        )
+    return Principal(user=user, session_id=session_id, family_id=family_id)
 
 
 async def revoke_where(db: AsyncSession, *conditions: Any, reason: str) -> int:
