@@ -162,6 +162,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.engine = engine
     app.state.sessions = database.session_factory(engine)
     app.state.reads = database.read_session_factory(engine)
+    app.state.lookups = database.LookupPool(url, settings)
+    await app.state.lookups.open()
     app.state.hasher = PasswordHasher(settings.hash_concurrency, settings.hash_queue_max)
     app.state.rate_limits = ratelimit.build(settings, engine)
     if settings.rate_limits == "off":
@@ -173,6 +175,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await app.state.rate_limits.limiter.store.close()
+        await app.state.lookups.close()
         await engine.dispose()
         if embedded is not None:
             embedded.stop()

@@ -88,7 +88,7 @@ async def get_admin(
     # Lookups and one-row stamps only: an AUTOCOMMIT session of its own (deps.get_principal).
     async with request.app.state.reads() as reads:
         caller = await admin_auth.authenticate(
-            reads, credentials.credentials if credentials else None
+            reads, request.app.state.lookups, credentials.credentials if credentials else None
         )
     api_key_id = caller.actor_id if caller.actor_type == "api_key" else None
     deps.record_caller(request, caller.user_id, api_key_id)

@@ -88,12 +88,11 @@ async def get_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    # Its own AUTOCOMMIT session, closed before the route runs: GET /me never opens the
-    # request's transactional session at all.
-    async with request.app.state.reads() as reads:
-        principal = await sessions.authenticate(
-            reads, credentials.credentials if credentials else None
-        )
+    # The plain lookup pool, not the request's session: GET /me never opens a SQLAlchemy
+    # session at all.
+    principal = await sessions.authenticate(
+        request.app.state.lookups, credentials.credentials if credentials else None
+    )
     record_caller(request, principal.user.id)
     return principal
 

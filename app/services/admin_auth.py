@@ -14,6 +14,7 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import clock
+from app.db import LookupPool
 from app.errors import AuthenticationRequired, Forbidden, NotFound
 from app.ids import Prefix, is_valid
 from app.models import ApiKey, App, Environment, User
@@ -46,15 +47,18 @@ class AdminPrincipal:
 SYSTEM = AdminPrincipal(actor_type="system", actor_id=None, app_id=None, is_root=True)
 
 
-async def authenticate(reads: AsyncSession, token: str | None) -> AdminPrincipal:
+async def authenticate(
+    reads: AsyncSession, lookups: LookupPool, token: str | None
+) -> AdminPrincipal:
     """Anonymous, unknown, expired or revoked credentials: 401. A signed-in non-admin: 403.
     A banned or deleted admin is refused by sessions.authenticate like everyone else.
-    `reads` is an AUTOCOMMIT session (db.read_session_factory): lookups and one-row stamps."""
+    `reads` is an AUTOCOMMIT session (db.read_session_factory): lookups and one-row stamps;
+    `lookups` serves the session lookup (sessions.authenticate)."""
     if not token:
         raise AuthenticationRequired()
     if token.startswith(tokens.API_KEY_PREFIX):
         return await _authenticate_key(reads, token)
-    principal = await sessions.authenticate(reads, token)
+    principal = await sessions.authenticate(lookups, token)
     user = principal.user
     if user.role != ADMIN_ROLE:
         raise Forbidden("admin role required")

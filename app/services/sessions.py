@@ -4,11 +4,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import select, update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import clock
+from app.db import LookupPool
 from app.errors import AuthenticationRequired, SessionExpired
 from app.ids import Prefix, new_id
 from app.models import Session, User
@@ -73,51 +75,46 @@ def token_response(user: User, issued: Issued) -> dict[str, Any]:
     }
 
 
-# Session columns the check needs, with the whole user: the answer of GET /me needs no more.
-_LOOKUP = (
-    select(
-        col(Session.id),
-        col(Session.family_id),
-        col(Session.expires_at),
-        col(Session.revoked_at),
-        col(Session.last_used_at),
-        User,
-    )
-    .join(User, col(User.id) == Session.user_id)
-    .where(col(Session.token_hash) == bindparam("digest"))
+# (attribute, column) of every User column, in table order: the lookup returns whole users.
+_USER_COLUMNS = [(attr.key, attr.columns[0].name) for attr in sa_inspect(User).column_attrs]
+# Column names come from our own model; the token digest is the $1 parameter.
+_USER_SELECT = ", ".join(f'u."{column}"' for _, column in _USER_COLUMNS)
+_LOOKUP = " ".join(
+    [
+        "SELECT s.id AS s_id, s.family_id AS s_family_id, s.expires_at AS s_expires_at,",
+        "s.revoked_at AS s_revoked_at, s.last_used_at AS s_last_used_at,",
+        _USER_SELECT,
+        "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
+    ]
+)
+# Conditional, so concurrent requests of one session stamp it once.
+_STAMP = (
+    "UPDATE sessions SET last_used_at = $2 "
+    "WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)"
 )
 
 
-async def authenticate(reads: AsyncSession, token: str | None) -> Principal:
-    """The hot path: one indexed read of session and user together, and no write but a
-    last-used stamp at most once a minute.
-
-    `reads` is a session of `db.read_session_factory` (AUTOCOMMIT): the lookup is one round
-    trip, with no BEGIN and COMMIT around it, and the stamp is one conditional UPDATE that a
-    concurrent request for the same session cannot turn into two."""
+async def authenticate(lookups: LookupPool, token: str | None) -> Principal:
+    """The hot path: one indexed read of session and user together (a prepared statement on
+    the plain asyncpg pool, outside any transaction), and no write but a last-used stamp at
+    most once a minute."""
     if not token:
         raise AuthenticationRequired()
-    row = (await reads.execute(_LOOKUP, {"digest": tokens.digest(token)})).first()
-    if row is None:
-        raise AuthenticationRequired("invalid session token")
-    session_id, family_id, expires_at, revoked_at, last_used_at, user = row
-    now = clock.now()
-    if revoked_at is not None or expires_at <= now:
-        raise SessionExpired()
-    if user.deleted_at is not None:
-        raise SessionExpired()
-    users.ensure_not_banned(user, now)
-    stale = now - LAST_USED_GRANULARITY
-    if last_used_at is None or last_used_at < stale:
-        await reads.execute(
-            update(Session)
-            .where(
-                col(Session.id) == session_id,
-                or_(col(Session.last_used_at).is_(None), col(Session.last_used_at) < stale),
-            )
-            .values(last_used_at=now)
-        )
-    return Principal(user=user, session_id=session_id, family_id=family_id)
+    async with lookups.connection() as conn:
+        row = await conn.fetchrow(_LOOKUP, tokens.digest(token))
+        if row is None:
+            raise AuthenticationRequired("invalid session token")
+        now = clock.now()
+        if row["s_revoked_at"] is not None or row["s_expires_at"] <= now:
+            raise SessionExpired()
+        user = User(**{attr: row[column] for attr, column in _USER_COLUMNS})
+        if user.deleted_at is not None:
+            raise SessionExpired()
+        users.ensure_not_banned(user, now)
+        stale = now - LAST_USED_GRANULARITY
+        if row["s_last_used_at"] is None or row["s_last_used_at"] < stale:
+            await conn.execute(_STAMP, row["s_id"], now, stale)
+    return Principal(user=user, session_id=row["s_id"], family_id=row["s_family_id"])
 
 
 async def revoke_where(db: AsyncSession, *conditions: Any, reason: str) -> int:
