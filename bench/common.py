@@ -22,9 +22,43 @@ def bench_database(url: str | None) -> tuple[str, database.EmbeddedPostgres | No
     data lives in .data/bench (kept between runs, so a seeded million users is reused)."""
     if url:
         return url, None
-    embedded = database.EmbeddedPostgres(ROOT / ".data" / "bench" / "postgres")
+    pgdata = ROOT / ".data" / "bench" / "postgres"
+    embedded = database.EmbeddedPostgres(pgdata)
+    if _tune(embedded):
+        embedded.stop()  # shared_buffers takes effect at the next start
+        embedded = database.EmbeddedPostgres(pgdata)
     url = embedded.url("userkeep_bench")
     return url, embedded
+
+
+# A million users are ~340 MB of heap: with the embedded default of 128 MB, broad searches
+# read most pages from the OS cache. 1 GB is what an operator would give PostgreSQL for this
+# data on a machine with a few GB of RAM (BENCH_SHARED_BUFFERS to change; an external
+# BENCH_DATABASE_URL server keeps its own settings).
+SHARED_BUFFERS = os.environ.get("BENCH_SHARED_BUFFERS", "1GB")
+
+
+def _tune(embedded: database.EmbeddedPostgres) -> bool:
+    """Set the bench server's shared_buffers; True when a restart is needed for it."""
+    import asyncio
+
+    import asyncpg
+
+    async def tune() -> bool:
+        conn = await asyncpg.connect(**database._asyncpg_args(embedded.url("postgres")))
+        try:
+            current = await conn.fetchval(
+                "SELECT setting::bigint * 8192 FROM pg_settings WHERE name = 'shared_buffers'"
+            )
+            target = await conn.fetchval("SELECT pg_size_bytes($1)", SHARED_BUFFERS)
+            if current == target:
+                return False
+            await conn.execute(f"ALTER SYSTEM SET shared_buffers = '{SHARED_BUFFERS}'")
+            return True
+        finally:
+            await conn.close()
+
+    return asyncio.run(tune())
 
 
 def prepare(url: str) -> None:
