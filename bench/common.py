@@ -94,13 +94,16 @@ def start_server(url: str, workers: int = 1, **env: str) -> tuple[subprocess.Pop
         "LOG_LEVEL": "warning",
         **env,
     }
+    # Warnings and errors of the server under test, for a look after a run with errors.
+    log = open(ROOT / ".data" / "bench" / "server.log", "ab")
     server = subprocess.Popen(
         [sys.executable, "-m", "app", "serve"],
         cwd=ROOT,
         env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
     )
+    log.close()  # the child holds its own descriptor
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
