@@ -7,7 +7,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import clock
 from app.ids import Prefix, new_id
-from app.models import AuditEvent
+from app.models import AuditEvent, User
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,26 @@ class Origin:
 
     ip: str | None = None
     user_agent: str | None = None
+
+
+def by_user(
+    db: AsyncSession,
+    action: str,
+    origin: Origin,
+    user: User,
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """An event a user caused about themselves (sign-up, sign-in, password change, …)."""
+    record(
+        db,
+        action,
+        origin=origin,
+        app_id=user.app_id,
+        env_id=user.env_id,
+        actor_id=user.id,
+        target_user_id=user.id,
+        metadata=metadata,
+    )
 
 
 def record(

@@ -50,15 +50,7 @@ async def signup(
         db.add(user)
         await users.flush_unique(db)
         issued = sessions.issue(db, user, settings, origin)
-        audit.record(
-            db,
-            "user.signup",
-            origin=origin,
-            app_id=user.app_id,
-            env_id=user.env_id,
-            actor_id=user.id,
-            target_user_id=user.id,
-        )
+        audit.by_user(db, "user.signup", origin, user)
     return sessions.token_response(user, issued)
 
 
@@ -120,15 +112,7 @@ async def signin(
             user = await users.lock(db, user.id)
             user.password_hash = upgraded  # same password, stronger hash: no counter bump
         issued = sessions.issue(db, user, settings, origin)
-        audit.record(
-            db,
-            "user.signin",
-            origin=origin,
-            app_id=user.app_id,
-            env_id=user.env_id,
-            actor_id=user.id,
-            target_user_id=user.id,
-        )
+        audit.by_user(db, "user.signin", origin, user)
     return sessions.token_response(user, issued)
 
 
@@ -173,15 +157,7 @@ async def refresh(
             session.revoked_at = now
             session.revoked_reason = "rotated"
             issued = sessions.issue(db, user, settings, origin, family_id=session.family_id)
-            audit.record(
-                db,
-                "session.refresh",
-                origin=origin,
-                app_id=user.app_id,
-                env_id=user.env_id,
-                actor_id=user.id,
-                target_user_id=user.id,
-            )
+            audit.by_user(db, "session.refresh", origin, user)
     if replayed:
         raise SessionExpired("refresh token was already used; every session of it is revoked")
     return sessions.token_response(user, issued)
@@ -191,15 +167,7 @@ async def signout(db: AsyncSession, origin: Origin, principal: Principal) -> Non
     user = principal.user
     async with db.begin():
         await sessions.revoke_where(db, col(Session.id) == principal.session_id, reason="signout")
-        audit.record(
-            db,
-            "user.signout",
-            origin=origin,
-            app_id=user.app_id,
-            env_id=user.env_id,
-            actor_id=user.id,
-            target_user_id=user.id,
-        )
+        audit.by_user(db, "user.signout", origin, user)
 
 
 async def update_profile(
@@ -210,16 +178,7 @@ async def update_profile(
         users.apply_profile(user, changes)
         users.touch(user)
         await users.flush_unique(db)
-        audit.record(
-            db,
-            "user.updated",
-            origin=origin,
-            app_id=user.app_id,
-            env_id=user.env_id,
-            actor_id=user.id,
-            target_user_id=user.id,
-            metadata={"fields": sorted(changes)},
-        )
+        audit.by_user(db, "user.updated", origin, user, metadata={"fields": sorted(changes)})
     return users.view(user)
 
 
@@ -250,15 +209,7 @@ async def change_password(
         await sessions.revoke_all_for_user(
             db, user, "password_changed", except_session=principal.session_id
         )
-        audit.record(
-            db,
-            "user.password_changed",
-            origin=origin,
-            app_id=user.app_id,
-            env_id=user.env_id,
-            actor_id=user.id,
-            target_user_id=user.id,
-        )
+        audit.by_user(db, "user.password_changed", origin, user)
 
 
 async def delete_account(db: AsyncSession, origin: Origin, principal: Principal) -> None:
@@ -266,15 +217,7 @@ async def delete_account(db: AsyncSession, origin: Origin, principal: Principal)
         user = await users.lock(db, principal.user.id)
         user.deleted_at = users.touch(user)
         await sessions.revoke_all_for_user(db, user, "account_deleted")
-        audit.record(
-            db,
-            "user.deleted",
-            origin=origin,
-            app_id=user.app_id,
-            env_id=user.env_id,
-            actor_id=user.id,
-            target_user_id=user.id,
-        )
+        audit.by_user(db, "user.deleted", origin, user)
 
 
 async def list_sessions(db: AsyncSession, principal: Principal) -> list[dict[str, Any]]:
@@ -296,16 +239,7 @@ async def revoke_session(
         )
         if count == 0:
             raise NotFound("session not found")
-        audit.record(
-            db,
-            "session.revoked",
-            origin=origin,
-            app_id=user.app_id,
-            env_id=user.env_id,
-            actor_id=user.id,
-            target_user_id=user.id,
-            metadata={"session_id": session_id},
-        )
+        audit.by_user(db, "session.revoked", origin, user, metadata={"session_id": session_id})
 
 
 async def export(db: AsyncSession, principal: Principal) -> dict[str, Any]:
