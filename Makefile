@@ -35,7 +35,7 @@ fuzz: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app tests fuzz
+	$(BIN)/mypy app tests fuzz bench
 
 fmt: install
 	$(BIN)/ruff format .

@@ -5,11 +5,11 @@
 In one process on uvloop (as one uvicorn worker), `concurrency` tasks call each variant in a
 loop for `seconds`, with tokens of the bench sessions (run `python -m bench.run` once first):
 
-- app: `sessions.authenticate` as the app calls it, on a session of
-  `db.read_session_factory` (AUTOCOMMIT: the ORM select of session columns and the User, one
-  round trip);
-- app code in a transaction: the same call on an ordinary session, as it ran before
-  (BEGIN, SELECT, COMMIT = three round trips);
+- app: `sessions.authenticate` as the app calls it: a prepared statement on the plain asyncpg
+  pool of `db.LookupPool`, the User filled from the row;
+- ORM, AUTOCOMMIT: an ORM select of Session and User on a `db.read_session_factory` session
+  (one round trip; how the app looked tokens up before the lookup pool);
+- ORM in a transaction: the same in `db.begin()` (BEGIN, SELECT, COMMIT: the first version);
 - core, autocommit: a Core select of the columns the answer needs, rows not ORM objects;
 - pooled driver: that raw query on the asyncpg connection under a connection checked out of
   the app's own SQLAlchemy pool (`get_raw_connection().driver_connection`);
@@ -80,13 +80,22 @@ async def run(
         .where(sessions_t.c.token_hash == bindparam("digest"))
     )
 
+    lookups = database.LookupPool(url, settings)
+    await lookups.open()
+    orm = select(Session, User).join(User, User.id == Session.user_id)  # type: ignore[arg-type]
+
     async def app_path(token: str) -> None:
+        await sessions.authenticate(lookups, token)
+
+    async def orm_autocommit(token: str) -> None:
         async with auto_factory() as reads:
-            await sessions.authenticate(reads, token)
+            statement = orm.where(Session.token_hash == tokens.digest(token))  # type: ignore[arg-type]
+            assert (await reads.execute(statement)).first() is not None
 
     async def in_transaction(token: str) -> None:
         async with factory() as db, db.begin():
-            await sessions.authenticate(db, token)
+            statement = orm.where(Session.token_hash == tokens.digest(token))  # type: ignore[arg-type]
+            assert (await db.execute(statement)).first() is not None
 
     async def core_autocommit(token: str) -> None:
         async with auto_engine.connect() as conn:
@@ -104,8 +113,9 @@ async def run(
         assert row is not None
 
     variants = [
-        ("app: authenticate on an AUTOCOMMIT read session (SELECT only)", app_path),
-        ("the same in a transaction (BEGIN, SELECT, COMMIT)", in_transaction),
+        ("app: sessions.authenticate on the asyncpg lookup pool", app_path),
+        ("ORM select of Session and User, AUTOCOMMIT session", orm_autocommit),
+        ("the same ORM select in a transaction (BEGIN, SELECT, COMMIT)", in_transaction),
         ("Core select of the needed columns, AUTOCOMMIT", core_autocommit),
         ("asyncpg fetchrow on a connection of the app's SQLAlchemy pool", pooled_driver),
         ("raw asyncpg fetchrow on an asyncpg pool (bench/ref_minimal.py)", raw),
@@ -121,6 +131,7 @@ async def run(
             print(f"| {label} | {count / seconds:,.0f} | {1000 * busy / max(count, 1):.2f} |")
     finally:
         await pool.close()
+        await lookups.close()
         await engine.dispose()
 
 
@@ -131,7 +142,14 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1000)
     parser.add_argument(
         "--only",
-        choices=["app_path", "in_transaction", "core_autocommit", "pooled_driver", "raw"],
+        choices=[
+            "app_path",
+            "orm_autocommit",
+            "in_transaction",
+            "core_autocommit",
+            "pooled_driver",
+            "raw",
+        ],
         help="one variant",
     )
     args = parser.parse_args()
