@@ -9,10 +9,10 @@ from app.api.deps import (
     Config,
     Db,
     From,
+    HashAdmission,
     Hasher,
     Limits,
     Tenant,
-    hash_admission,
     rate_limit,
 )
 from app.api.schemas import (
@@ -45,7 +45,7 @@ def _no_store(response: Response) -> None:
 
 @router.post(
     "/signup",
-    dependencies=[Depends(hash_admission), Depends(rate_limit("signup"))],
+    dependencies=[HashAdmission, Depends(rate_limit("signup"))],
     status_code=201,
     response_model=TokensOut,
     responses=ERRORS,
@@ -68,7 +68,7 @@ async def signup(
 
 @router.post(
     "/signin",
-    dependencies=[Depends(hash_admission), Depends(rate_limit("signin"))],
+    dependencies=[HashAdmission, Depends(rate_limit("signin"))],
     response_model=TokensOut,
     responses=ERRORS,
 )
@@ -145,7 +145,7 @@ async def export_me(caller: Caller, db: Db, response: Response) -> dict[str, Any
 
 @router.post(
     "/change-password",
-    dependencies=[Depends(hash_admission)],
+    dependencies=[HashAdmission],
     response_model=StatusOut,
     responses=ERRORS,
 )

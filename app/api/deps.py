@@ -48,6 +48,12 @@ async def hash_admission(request: Request) -> AsyncIterator[None]:
         yield
 
 
+# The place in line ends with the route function, not after the response is sent: with
+# keep-alive, a client's next request can arrive before a "request"-scoped exit has run, and
+# would find its own previous, finished request still counted.
+HashAdmission = Depends(hash_admission, scope="function")
+
+
 def get_rules(request: Request) -> Rules:
     rules: Rules = request.app.state.rate_limits
     return rules
