@@ -28,9 +28,9 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import clock
-from app.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from app.errors import Conflict, Forbidden, ValidationFailed
 from app.ids import Prefix, is_valid, new_id
-from app.models import App, AuditEvent, Session, User
+from app.models import App, AuditEvent, User
 from app.security.passwords import PasswordHasher, check_policy
 from app.services import admin_auth, audit, cursors, sessions, users
 from app.services.admin_auth import AdminPrincipal
@@ -539,14 +539,7 @@ async def revoke_session(
 ) -> None:
     async with db.begin():
         user = await admin_auth.find_user(db, principal, user_id)
-        count = await sessions.revoke_where(
-            db,
-            col(Session.id) == session_id,
-            col(Session.user_id) == user.id,
-            reason="admin_revoked",
-        )
-        if count == 0:
-            raise NotFound("session not found")
+        await sessions.revoke_one(db, user.id, session_id, reason="admin_revoked")
         _record(db, origin, principal, "session.revoked", user, {"session_id": session_id})
 
 

@@ -7,7 +7,7 @@ from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import clock
-from app.errors import AuthenticationRequired, InvalidCredentials, NotFound, SessionExpired
+from app.errors import AuthenticationRequired, InvalidCredentials, SessionExpired
 from app.ids import Prefix, new_id
 from app.models import AuditEvent, Session, User
 from app.security import tokens
@@ -231,14 +231,7 @@ async def revoke_session(
 ) -> None:
     user = principal.user
     async with db.begin():
-        count = await sessions.revoke_where(
-            db,
-            col(Session.id) == session_id,
-            col(Session.user_id) == user.id,
-            reason="user_revoked",
-        )
-        if count == 0:
-            raise NotFound("session not found")
+        await sessions.revoke_one(db, user.id, session_id, reason="user_revoked")
         audit.by_user(db, "session.revoked", origin, user, metadata={"session_id": session_id})
 
 

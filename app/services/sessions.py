@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import clock
 from app.db import LookupPool
-from app.errors import AuthenticationRequired, SessionExpired
+from app.errors import AuthenticationRequired, NotFound, SessionExpired
 from app.ids import Prefix, new_id
 from app.models import Session, User
 from app.security import tokens
@@ -140,6 +140,15 @@ async def revoke_where(db: AsyncSession, *conditions: Any, reason: str) -> int:
         .values(revoked_at=clock.now(), revoked_reason=reason)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult at runtime
+
+
+async def revoke_one(db: AsyncSession, user_id: str, session_id: str, reason: str) -> None:
+    """Revoke one live session of the user; 404 when it is not one (or not theirs)."""
+    count = await revoke_where(
+        db, col(Session.id) == session_id, col(Session.user_id) == user_id, reason=reason
+    )
+    if count == 0:
+        raise NotFound("session not found")
 
 
 async def revoke_all_for_user(
