@@ -32,6 +32,7 @@ from app.api.schemas import (
     Name,
     NewPassword,
     Phone,
+    ProfilePatch,
     SessionOut,
     UserId,
     Username,
@@ -278,9 +279,10 @@ def _patch_schema(schema: dict[str, Any]) -> None:
         field.update(kept)
 
 
-class AdminUserPatch(Strict):
-    """Absent fields stay unchanged; `null` clears name, username, image or phone. A new
-    e-mail address is unverified unless `email_verified` comes with it."""
+class AdminUserPatch(ProfilePatch):
+    """The profile fields of a self-service PATCH, plus what only an admin changes. Absent
+    fields stay unchanged; `null` clears name, username, image or phone. A new e-mail address
+    is unverified unless `email_verified` comes with it."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_patch_schema)
 
@@ -288,16 +290,10 @@ class AdminUserPatch(Strict):
     email_verified: StrictBool | None = None
     phone_verified: StrictBool | None = None
     role: Role | None = None
-    name: Name | None = None
-    username: Username | None = None
-    display_username: Username | None = None
-    image: Image | None = None
-    phone: Phone | None = None
-    metadata: Metadata | None = None
 
     def changes(self) -> dict[str, Any]:
         """The given fields; `null` is refused for the ones that cannot be empty."""
-        changes = {field: getattr(self, field) for field in self.model_fields_set}
+        changes = super().changes()
         for field in NOT_NULL:
             if field in changes and changes[field] is None:
                 raise ValidationFailed(field, "must not be null")
