@@ -29,7 +29,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import clock
 from app.errors import Conflict, Forbidden, ValidationFailed
-from app.ids import Prefix, is_valid, new_id
+from app.ids import Prefix, is_valid
 from app.models import App, AuditEvent, User
 from app.security.passwords import PasswordHasher, check_policy
 from app.services import admin_auth, audit, cursors, sessions, users
@@ -280,27 +280,21 @@ async def create_user(
         env = await admin_auth.resolve_env(db, app, fields.get("env_id"))
     password_hash = await hasher.hash(password) if password is not None else None
     async with db.begin():
-        now = clock.now()
-        user = User(
-            id=new_id(Prefix.USER),
+        user = await users.insert(
+            db,
             app_id=app.id,
             env_id=env.id,
             email=fields["email"],
+            password_hash=password_hash,
+            profile=fields,
             email_verified=fields.get("email_verified") or False,
             role=fields.get("role") or "user",
-            password_hash=password_hash,
-            password_changed_at=now if password_hash else None,
-            created_at=now,
-            updated_at=now,
         )
-        users.apply_profile(user, {k: v for k, v in fields.items() if k in users.PROFILE_FIELDS})
         if fields.get("phone_verified"):
             _set_phone_verified(user, True)
-        db.add(user)
-        await users.flush_unique(db)
         given = sorted(k for k, v in fields.items() if v is not None and k != "password")
         _record(db, origin, principal, "user.created", user, {"fields": given})
-    return users.view(user, now)
+    return users.view(user, user.created_at)
 
 
 def _set_phone_verified(user: User, verified: bool) -> None:

@@ -7,10 +7,9 @@ from sqlalchemy import func, select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app import clock
 from app.db import create_engine, session_factory
 from app.errors import ApiError, NotFound
-from app.ids import Prefix, is_valid, new_id
+from app.ids import Prefix, is_valid
 from app.models import User
 from app.security.passwords import PasswordHasher, check_policy
 from app.services import admin, admin_auth, api_keys, audit, tenancy, users
@@ -71,21 +70,15 @@ async def create_admin(url: str, settings: Settings, email: str, password: str, 
                 raise UserError(exc.message) from None
             password_hash = await PasswordHasher().hash(password)
             async with db.begin():
-                now = clock.now()
-                user = User(
-                    id=new_id(Prefix.USER),
+                user = await users.insert(
+                    db,
                     app_id=env.app_id,
                     env_id=env.id,
                     email=email,
+                    password_hash=password_hash,
                     email_verified=True,
                     role="admin",
-                    password_hash=password_hash,
-                    password_changed_at=now,
-                    created_at=now,
-                    updated_at=now,
                 )
-                db.add(user)
-                await users.flush_unique(db)
                 audit.record(
                     db,
                     "admin.created",

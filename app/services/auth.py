@@ -8,7 +8,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import clock
 from app.errors import AuthenticationRequired, InvalidCredentials, SessionExpired
-from app.ids import Prefix, new_id
 from app.models import AuditEvent, Session, User
 from app.security import tokens
 from app.security.passwords import PasswordHasher, check_policy
@@ -35,20 +34,14 @@ async def signup(
         env = await tenancy.resolve(db, fields.get("app_id"), fields.get("env_id"))
     password_hash = await hasher.hash(fields["password"])
     async with db.begin():
-        now = clock.now()
-        user = User(
-            id=new_id(Prefix.USER),
+        user = await users.insert(
+            db,
             app_id=env.app_id,
             env_id=env.id,
             email=fields["email"],
             password_hash=password_hash,
-            password_changed_at=now,
-            created_at=now,
-            updated_at=now,
+            profile=fields,
         )
-        users.apply_profile(user, {k: v for k, v in fields.items() if k in users.PROFILE_FIELDS})
-        db.add(user)
-        await users.flush_unique(db)
         issued = sessions.issue(db, user, settings, origin)
         audit.by_user(db, "user.signup", origin, user)
     return sessions.token_response(user, issued)

@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import clock
 from app.errors import EmailTaken, UserBanned, UsernameTaken, ValidationFailed
+from app.ids import Prefix, new_id
 from app.models import User
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
@@ -208,6 +209,37 @@ PROFILE_FIELDS = frozenset({"name", "image", "username", "display_username", "ph
 def apply_username(user: User, typed: str | None) -> None:
     user.username = typed.lower() if typed else None
     user.display_username = typed or None
+
+
+async def insert(
+    db: AsyncSession,
+    *,
+    app_id: str,
+    env_id: str,
+    email: str,
+    password_hash: str | None,
+    profile: dict[str, Any] | None = None,
+    **flags: Any,
+) -> User:
+    """A new user row, written now (inside the caller's transaction): email_taken or
+    username_taken when a live user of the environment already has them. `profile` holds
+    validated profile fields; `flags` columns such as email_verified or role."""
+    now = clock.now()
+    user = User(
+        id=new_id(Prefix.USER),
+        app_id=app_id,
+        env_id=env_id,
+        email=email,
+        password_hash=password_hash,
+        password_changed_at=now if password_hash else None,
+        created_at=now,
+        updated_at=now,
+        **flags,
+    )
+    apply_profile(user, {k: v for k, v in (profile or {}).items() if k in PROFILE_FIELDS})
+    db.add(user)
+    await flush_unique(db)
+    return user
 
 
 def apply_profile(user: User, changes: dict[str, Any]) -> None:
