@@ -6,7 +6,7 @@ session or an `ask_` API key; admins and keys of the `default` app reach every a
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.routing import Match
@@ -45,11 +45,6 @@ from app.services import admin, admin_auth, api_keys, apps
 from app.services.admin_auth import AdminPrincipal
 
 
-def _no_store(response: Response) -> None:
-    # Every admin answer carries personal data or secrets: keep it out of every cache.
-    response.headers["Cache-Control"] = "no-store"
-
-
 class _Route(APIRoute):
     """A `{user_id}` segment never captures the fixed `/users/purge` (OpenAPI: concrete paths
     match before templated ones), so e.g. `PATCH /users/purge` is a 405, not user "purge"."""
@@ -64,7 +59,7 @@ class _Route(APIRoute):
 router = APIRouter(
     prefix="/v1/admin",
     tags=["admin"],
-    dependencies=[Depends(_no_store), Depends(rate_limit("admin"))],
+    dependencies=[Depends(rate_limit("admin"))],
     route_class=_Route,
 )
 

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends
 
 from app.api.deps import (
     Caller,
@@ -38,11 +38,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _no_store(response: Response) -> None:
-    # Answers that carry tokens or personal data must not sit in any cache.
-    response.headers["Cache-Control"] = "no-store"
-
-
 @router.post(
     "/signup",
     dependencies=[HashAdmission, Depends(rate_limit("signup"))],
@@ -52,7 +47,6 @@ def _no_store(response: Response) -> None:
 )
 async def signup(
     body: SignupIn,
-    response: Response,
     db: Db,
     hasher: Hasher,
     settings: Config,
@@ -61,7 +55,6 @@ async def signup(
 ) -> dict[str, Any]:
     """Create an account and a first session. E-mail and username are unique per app
     environment, case-insensitively."""
-    _no_store(response)
     fields = {**tenant, **body.model_dump(exclude_unset=True)}
     return await auth.signup(db, hasher, settings, origin, fields)
 
@@ -74,7 +67,6 @@ async def signup(
 )
 async def signin(
     body: SigninIn,
-    response: Response,
     db: Db,
     hasher: Hasher,
     settings: Config,
@@ -85,7 +77,6 @@ async def signin(
     """Sign in with e-mail or username and password. Unknown account and wrong password give
     the same answer. Rate-limited per IP and per account (failed attempts): 429 with
     Retry-After."""
-    _no_store(response)
     fields = {**tenant, **body.model_dump(exclude_unset=True)}
     return await auth.signin(db, hasher, settings, rules, origin, fields)
 
@@ -96,12 +87,9 @@ async def signin(
     response_model=TokensOut,
     responses=ERRORS,
 )
-async def refresh(
-    body: RefreshIn, response: Response, db: Db, settings: Config, origin: From
-) -> dict[str, Any]:
+async def refresh(body: RefreshIn, db: Db, settings: Config, origin: From) -> dict[str, Any]:
     """Exchange a refresh token for a new token pair. Each refresh token works once; a reused
     one revokes every session descended from the same sign-in."""
-    _no_store(response)
     return await auth.refresh(db, settings, origin, body.refresh_token)
 
 
@@ -113,18 +101,14 @@ async def signout(caller: Caller, db: Db, origin: From) -> dict[str, str]:
 
 
 @router.get("/me", response_model=UserOut, responses=ERRORS)
-async def me(caller: Caller, response: Response) -> dict[str, Any]:
+async def me(caller: Caller) -> dict[str, Any]:
     """The signed-in user."""
-    _no_store(response)
     return users.view(caller.user)
 
 
 @router.patch("/me", response_model=UserOut, responses=ERRORS)
-async def update_me(
-    body: ProfilePatch, caller: Caller, db: Db, origin: From, response: Response
-) -> dict[str, Any]:
+async def update_me(body: ProfilePatch, caller: Caller, db: Db, origin: From) -> dict[str, Any]:
     """Change profile fields; absent fields stay as they are."""
-    _no_store(response)
     return await auth.update_profile(db, origin, caller, body.changes())
 
 
@@ -137,9 +121,8 @@ async def delete_me(caller: Caller, db: Db, origin: From) -> dict[str, str]:
 
 
 @router.get("/me/export", response_model=ExportOut, responses=ERRORS)
-async def export_me(caller: Caller, db: Db, response: Response) -> dict[str, Any]:
+async def export_me(caller: Caller, db: Db) -> dict[str, Any]:
     """Everything Userkeep holds about the caller, without any token or password hash."""
-    _no_store(response)
     return await auth.export(db, caller)
 
 

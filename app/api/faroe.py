@@ -197,5 +197,5 @@ async def invoke_action(request: Request, db: Db, settings: Config, origin: From
             # A stored value Faroe could not parse (a negative counter, a lone surrogate).
             log.warning("faroe invocation %s: unserializable result: %s", invocation_id, error)
             content = protocol.error_result(invocation_id, faroe.INTERNAL_ERROR)
-    # The answer may carry a password hash: no cache may keep it.
-    return Response(content, media_type="application/json", headers={"Cache-Control": "no-store"})
+    # It may carry a password hash: SecurityHeaders marks every /v1/ answer no-store.
+    return Response(content, media_type="application/json")
