@@ -6,7 +6,6 @@ on their own, and anything outside their reach reads as not found (no existence 
 """
 
 from dataclasses import dataclass
-from datetime import timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import NoResultFound
@@ -22,7 +21,6 @@ from app.security import tokens
 from app.services import sessions, tenancy, users
 
 ADMIN_ROLE = "admin"
-KEY_LAST_USED_GRANULARITY = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -87,7 +85,7 @@ async def _authenticate_key(reads: AsyncSession, secret: str) -> AdminPrincipal:
         raise AuthenticationRequired("invalid or revoked API key")
     key, slug = row
     now = clock.now()
-    if key.last_used_at is None or now - key.last_used_at > KEY_LAST_USED_GRANULARITY:
+    if key.last_used_at is None or now - key.last_used_at > sessions.LAST_USED_GRANULARITY:
         await reads.execute(update(ApiKey).where(col(ApiKey.id) == key.id).values(last_used_at=now))
     return AdminPrincipal(
         actor_type="api_key",
