@@ -223,5 +223,8 @@ Index(
     _users.c.ban_expires,
     postgresql_where=_users.c.banned,
 )
+# Migration 0005: the role and email_verified filters, when the value asked for is rare.
+Index("ix_users_role", _users.c.app_id, _users.c.role)
+Index("ix_users_email_verified", _users.c.app_id, _users.c.email_verified)
 _audit = AuditEvent.__table__  # type: ignore[attr-defined]
 Index("ix_audit_actor", _audit.c.actor_id, _audit.c.id)
