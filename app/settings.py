@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     password_min_length: int = Field(default=8, ge=8, le=128)
     password_max_length: int = 128
     retention_days: int = Field(default=30, ge=0)
+    # A filtered total must visit every match: past this many the admin list stops counting
+    # (total_exact=false) unless the request asks for count=exact.
+    admin_count_limit: int = Field(
+        default=10_000, ge=1, description="GET /v1/admin/users counts matches up to this many"
+    )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
     # Hashing is CPU-bound: at most `hash_concurrency` at once (default: one per core); past a

@@ -5,13 +5,16 @@ import random
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy.dialects.postgresql import asyncpg as pg_dialect
 
 from app import clock
 from app.ids import Prefix, new_id
+from app.main import create_app
 from app.services import admin, cursors
 from tests.admin_support import auth, make_admin, make_app, make_user
+from tests.conftest import make_settings
 
 LIST = "/v1/admin/users"
 
@@ -151,7 +154,8 @@ async def test_total_is_true_count_and_offset_pages(client, pg):
             LIST, params={"search": "member", "limit": 10, "offset": offset}, headers=admin_headers
         )
         page = response.json()
-        assert page["total"] == 24 and page["limit"] == 10 and page["offset"] == offset
+        assert page["total"] == 24 and page["total_exact"] is True
+        assert page["limit"] == 10 and page["offset"] == offset
         seen += [u["id"] for u in page["users"]]
     assert len(seen) == len(set(seen)) == 24
     names = [
@@ -161,6 +165,38 @@ async def test_total_is_true_count_and_offset_pages(client, pg):
         ).json()["users"]
     ]
     assert names == ["member 0", "member 1", "member 2"]  # newest first by default
+
+
+async def test_total_stops_at_the_count_limit_unless_count_exact(database_url, pg):
+    """Past ADMIN_COUNT_LIMIT matches the total is that limit, flagged inexact (a lower bound,
+    never an overcount); count=exact counts them all; the unfiltered total stays exact."""
+    capped = create_app(make_settings(database_url, admin_count_limit=5))
+    async with capped.router.lifespan_context(capped):
+        transport = httpx.ASGITransport(app=capped)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            tenant, admin_headers = await _acme(pg)
+            members = [await make_user(pg, tenant, name=f"member {i}") for i in range(8)]
+            for i in range(5):
+                await make_user(pg, tenant, name=f"other {i}")
+
+            async def listing(**params: Any) -> dict[str, Any]:
+                response = await client.get(LIST, params=params, headers=admin_headers)
+                assert response.status_code == 200, response.text
+                return dict(response.json())
+
+            broad = await listing(search="member", limit=100)
+            assert (broad["total"], broad["total_exact"]) == (5, False)
+            assert sorted(u["id"] for u in broad["users"]) == sorted(members)  # the page is whole
+            exact = await listing(search="member", count="exact", limit=2)
+            assert (exact["total"], exact["total_exact"]) == (8, True)
+            at_limit = await listing(search="other")
+            assert (at_limit["total"], at_limit["total_exact"]) == (5, True)
+            under = await listing(search="member 7")
+            assert (under["total"], under["total_exact"]) == (1, True)
+            everyone = await listing(limit=1)  # from the trigger-kept counts, past the limit
+            assert (everyone["total"], everyone["total_exact"]) == (14, True)
+            verified = await listing(email_verified="false", limit=1)
+            assert (verified["total"], verified["total_exact"]) == (5, False)
 
 
 async def _walk(client, headers, limit: int, on_page=None, **params) -> list[str]:
@@ -311,6 +347,7 @@ async def test_sort_by_name_puts_unnamed_last_when_descending(client, pg):
         ),
         ({"created_after": "9999-12-31T23:59:59-10:00"}, "created_after"),  # past UTC's end
         ({"search": "a\x00b"}, "search"),
+        ({"count": "estimated"}, "count"),
     ],
 )
 async def test_bad_list_input_is_422_envelope(client, pg, params, field):
@@ -371,38 +408,43 @@ async def test_pages_are_index_range_scans_in_sort_order(pg, query, index):
 
 
 async def test_filters_can_use_their_indexes(pg):
-    """Partial matches (ILIKE '%…%' ESCAPE) are answerable from the pg_trgm indexes, and
-    banned=true from the partial index of banned users. On a few rows the planner prefers the
-    btrees of app_id, so they are dropped for the look, inside a transaction that is rolled
-    back; bench/ measures the real choice at a million users."""
+    """Partial matches (ILIKE '%…%' ESCAPE) are answerable from the pg_trgm indexes, banned=true
+    from the partial index of banned users, role and email_verified from theirs (migration
+    0005) — for the page, the full count and the capped count. On a few rows the planner
+    prefers other indexes, so each case drops all but its own, inside a transaction that is
+    rolled back; bench/ measures the real choice at a million users."""
     tenant = await make_app(pg, "acme")
+    trigram = [f"ix_users_{name}_trgm" for name in ("email", "username", "name", "phone")]
     cases: list[tuple[dict[str, Any], list[str]]] = [
-        ({"search": "lovelace"}, ["email", "username", "name", "phone"]),
-        ({"email": "love_lace%"}, ["email"]),
-        ({"username": "lovelace"}, ["username"]),
-        ({"phone": "+99999"}, ["phone"]),
-        ({"banned": True}, ["banned"]),
+        ({"search": "lovelace"}, trigram),
+        ({"email": "love_lace%"}, ["ix_users_email_trgm"]),
+        ({"username": "lovelace"}, ["ix_users_username_trgm"]),
+        ({"phone": "+99999"}, ["ix_users_phone_trgm"]),
+        ({"banned": True}, ["ix_users_banned"]),
+        ({"role": "admin"}, ["ix_users_role"]),
+        ({"email_verified": False}, ["ix_users_email_verified"]),
     ]
-    tx = pg.transaction()
-    await tx.start()
-    try:
-        btrees = await pg.fetch(
-            "SELECT indexname FROM pg_indexes WHERE tablename = 'users' "
-            "AND indexname NOT LIKE '%trgm' AND indexname NOT IN ('users_pkey', 'ix_users_banned')"
-        )
-        for row in btrees:
-            await pg.execute(f'DROP INDEX "{row[0]}"')
-        await pg.execute("SET LOCAL enable_seqscan = off")
-        for query, columns in cases:
+    for query, indexes in cases:
+        tx = pg.transaction()
+        await tx.start()
+        try:
+            others = await pg.fetch(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'users' "
+                "AND NOT indexname = ANY($1::text[])",
+                ["users_pkey", *indexes],
+            )
+            for row in others:
+                await pg.execute(f'DROP INDEX "{row[0]}"')
+            await pg.execute("SET LOCAL enable_seqscan = off")
             user_query = admin.UserQuery(**query)
             conditions = admin.user_filters(user_query, tenant[0], None, clock.now())
             for statement in (
                 admin.count_statement(conditions),
+                admin.count_statement(conditions, up_to=10_001),
                 admin.page_statement(user_query, conditions),
             ):
                 plan = "\n".join(row[0] for row in await pg.fetch(_explain(statement)))
-                for name in columns:
-                    index = "ix_users_banned" if name == "banned" else f"ix_users_{name}_trgm"
+                for index in indexes:
                     assert index in plan, plan
-    finally:
-        await tx.rollback()
+        finally:
+            await tx.rollback()

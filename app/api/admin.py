@@ -98,12 +98,14 @@ Admin = Annotated[AdminPrincipal, Depends(get_admin)]
 
 @router.get("/users", response_model=UserListOut, responses=ERRORS)
 async def list_users(
-    query: Annotated[UserListQuery, Query()], caller: Admin, db: Db
+    query: Annotated[UserListQuery, Query()], caller: Admin, db: Db, settings: Config
 ) -> dict[str, Any]:
     """List and search the users of an app. Text filters are case-insensitive partial matches
     (`%` and `_` are literal). Page with `offset`, or with `cursor` (the `next_cursor` of the
-    previous page), which neither skips nor repeats users while new ones sign up."""
-    return await admin.list_users(db, caller, admin.UserQuery(**query.model_dump()))
+    previous page), which neither skips nor repeats users while new ones sign up. `total` is
+    exact up to ADMIN_COUNT_LIMIT matches (`total_exact`); `count=exact` counts past it."""
+    user_query = admin.UserQuery(**query.model_dump())
+    return await admin.list_users(db, caller, user_query, settings.admin_count_limit)
 
 
 @router.post("/users", status_code=201, response_model=UserOut, responses=ERRORS)

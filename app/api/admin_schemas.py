@@ -212,6 +212,11 @@ class UserListQuery(Strict):
         default=None,
         description="`next_cursor` of the previous page (same sort); not with offset",
     )
+    count: Literal["capped", "exact"] = Field(
+        default="capped",
+        description="`capped`: count matches up to ADMIN_COUNT_LIMIT (10,000 by default), "
+        "so a broad filter stays fast; `exact`: count them all, however many",
+    )
 
 
 class IncludeDeleted(Strict):
@@ -342,7 +347,14 @@ class PurgeIn(Strict):
 
 class UserListOut(BaseModel):
     users: list[UserOut]
-    total: int = Field(description="how many users match the filters, over all pages")
+    total: int = Field(
+        description="how many users match the filters, over all pages; when `total_exact` "
+        "is false, at least this many (the count stopped at ADMIN_COUNT_LIMIT)"
+    )
+    total_exact: bool = Field(
+        description="false when more users match than the count limit; `count=exact` "
+        "gives the true number"
+    )
     limit: int
     offset: int
     next_cursor: str | None = Field(
