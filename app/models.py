@@ -194,13 +194,15 @@ class ApiKey(SQLModel, table=True):
 # Indexes of migration 0002 behind the admin user list: trigram GIN indexes for the partial
 # matches, and one (app_id, sort key, id) btree per sort order (services/admin.SORT_KEYS).
 _users = User.__table__  # type: ignore[attr-defined]
-for _column in ("email", "username", "name", "phone"):
+for _column in ("email", "username", "phone"):
     Index(
         f"ix_users_{_column}_trgm",
         _users.c[_column],
         postgresql_using="gin",
         postgresql_ops={_column: "gin_trgm_ops"},
     )
+# Migration 0006 adds ix_users_search_trgm, the trigram index of `search` over the four fields
+# (an expression index: services/admin.SEARCH_TEXT); it replaced the name index of 0002.
 Index("ix_users_sort_created", _users.c.app_id, _users.c.created_at, _users.c.id)
 Index("ix_users_sort_updated", _users.c.app_id, _users.c.updated_at, _users.c.id)
 Index("ix_users_sort_email", _users.c.app_id, func.lower(_users.c.email), _users.c.id)

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     # A filtered total must visit every match: past this many the admin list stops counting
     # (total_exact=false) unless the request asks for count=exact.
     admin_count_limit: int = Field(
-        default=10_000, ge=1, description="GET /v1/admin/users counts matches up to this many"
+        default=1_000, ge=1, description="GET /v1/admin/users counts matches up to this many"
     )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
 

@@ -29,7 +29,7 @@ QUERIES = [
     ("search name 'grace hopper'", {"search": "grace hopper"}),
     ("search rare 'torvalds99'", {"search": "torvalds99"}),
     # Broad terms and filters: the page is quick; the total stops at ADMIN_COUNT_LIMIT
-    # (10,000) unless count=exact asks for every match to be counted.
+    # (1,000) unless count=exact asks for every match to be counted.
     ("search common surname 'smith' (~2% match)", {"search": "smith"}),
     ("search domain 'example7' (~11% match)", {"search": "example7"}),
     ("search 'smith', count=exact", {"search": "smith", "count": "exact"}),
@@ -92,7 +92,7 @@ async def admin_token(url: str) -> str:
 
 
 def shown(page: dict[str, Any]) -> str:
-    """The total as an admin reads it: '10,000+' when the count stopped at the limit."""
+    """The total as an admin reads it: '1,000+' when the count stopped at the limit."""
     return f"{page['total']:,}" + ("" if page["total_exact"] else "+")
 
 

@@ -214,7 +214,7 @@ class UserListQuery(Strict):
     )
     count: Literal["capped", "exact"] = Field(
         default="capped",
-        description="`capped`: count matches up to ADMIN_COUNT_LIMIT (10,000 by default), "
+        description="`capped`: count matches up to ADMIN_COUNT_LIMIT (1,000 by default), "
         "so a broad filter stays fast; `exact`: count them all, however many",
     )
 
