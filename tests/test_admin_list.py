@@ -1,5 +1,5 @@
-"""GET /v1/admin/users: filters, sorting, true totals, offset and keyset paging, bad input,
-and the indexes that keep it fast."""
+"""GET /v1/admin/users: filters, sorting, totals (exact, or capped at the count limit), offset
+and keyset paging, bad input, and the indexes that keep it fast."""
 
 import random
 from datetime import timedelta
