@@ -7,7 +7,7 @@ writes its audit row in that transaction, with the admin or API key as the actor
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     ColumnElement,
@@ -99,7 +99,7 @@ class UserQuery:
     limit: int = 20
     offset: int = 0
     cursor: str | None = None
-    count: str = "capped"  # or "exact": see count_users
+    count: Literal["capped", "exact"] = "capped"  # see count_users
 
 
 def contains_pattern(value: str) -> str:
@@ -117,7 +117,8 @@ def _contains(column: Any, value: str) -> ColumnElement[bool]:
 def _search(value: str) -> ColumnElement[bool]:
     """Part of the e-mail, username, name or phone, case-insensitively: one LIKE over
     SEARCH_TEXT. A term holding the newline that joins the fields there could match across
-    two of them, so it takes one ILIKE per field instead (right, and unindexed)."""
+    two of them, so it takes one ILIKE per field instead (right, if slower: name has no index
+    of its own since migration 0006)."""
     if "\n" in value:
         columns = (col(User.email), col(User.username), col(User.name), col(User.phone))
         return or_(*(_contains(column, value) for column in columns))
