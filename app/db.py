@@ -4,10 +4,11 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from alembic import command
@@ -23,6 +24,8 @@ from app.errors import ApiError
 from app.settings import Settings
 
 log = logging.getLogger("userkeep.db")
+
+T = TypeVar("T")
 
 DATABASE_NAME = "userkeep"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -290,3 +293,43 @@ async def transaction(factory: async_sessionmaker[AsyncSession]) -> AsyncIterato
     """One unit of work: everything inside commits together or not at all."""
     async with factory() as db, db.begin():
         yield db
+
+
+# Serialization failure and deadlock: PostgreSQL rolled one transaction back so another could
+# go on, and asks for the loser to be run again.
+_RETRY_STATES = frozenset({"40001", "40P01"})
+RETRY_ATTEMPTS = 4
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE behind a SQLAlchemy or asyncpg error, if any."""
+    for error in (getattr(exc, "orig", None), exc):
+        state = getattr(error, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and sqlstate(exc) in _RETRY_STATES
+
+
+async def retrying(
+    db: AsyncSession, work: Callable[[], Awaitable[T]], attempts: int = RETRY_ATTEMPTS
+) -> T:
+    """Run `work` in one transaction of `db`; when PostgreSQL aborts it as a deadlock victim or
+    a serialization failure, run it again (after a short random pause, so two losers do not
+    meet again). `work` must read what it changes inside itself: a retry starts afresh.
+
+    Every change takes the user row before its sessions (users.lock), so deadlocks should not
+    happen; this keeps a lock cycle someone adds later from becoming a 500 and a lost change."""
+    for attempt in range(1, attempts + 1):
+        try:
+            async with db.begin():
+                return await work()
+        except DBAPIError as exc:
+            if attempt == attempts or not is_retryable(exc):
+                raise
+            log.info("transaction retried (sqlstate %s, attempt %d)", sqlstate(exc), attempt)
+        await asyncio.sleep(random.uniform(0.001, 0.01) * attempt)  # noqa: S311
+    raise AssertionError("unreachable")

@@ -95,6 +95,13 @@ def install_error_handlers(app: FastAPI) -> None:
             log.warning("database unavailable request_id=%s: %s", request_id, type(exc).__name__)
             body = envelope(503, "service_unavailable", "database temporarily unavailable")
             return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+        if database.is_retryable(exc):
+            # A deadlock or serialization failure that outlasted db.retrying's attempts: the
+            # change was rolled back whole, and trying again is the right thing to do.
+            state = database.sqlstate(exc)
+            log.warning("transaction conflict request_id=%s: sqlstate %s", request_id, state)
+            body = envelope(503, "service_unavailable", "the change collided with another; retry")
+            return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
         log.exception("unhandled error request_id=%s", request_id)
         body = envelope(500, "internal_error", f"internal error (request id {request_id})")
         return JSONResponse(body, status_code=500)

@@ -137,6 +137,9 @@ class Session(SQLModel, table=True):
     refresh_token_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False, unique=True))
     expires_at: datetime = _ts(nullable=False)
     refresh_expires_at: datetime = _ts(nullable=False)
+    # The sign-in's absolute end, the same for every session of the family: refreshing
+    # never reaches past it (REFRESH_FAMILY_TTL).
+    family_expires_at: datetime = _ts(nullable=False)
     created_at: datetime = _ts(nullable=False, default_now=True)
     last_used_at: datetime | None = _ts()
     revoked_at: datetime | None = _ts()

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.limits import parse_limits
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
@@ -26,6 +28,11 @@ class Settings(BaseSettings):
 
     session_ttl: int = Field(default=3600, ge=60, description="session token lifetime, seconds")
     refresh_ttl: int = Field(default=30 * 86400, ge=60, description="refresh token lifetime, s")
+    refresh_family_ttl: int = Field(
+        default=90 * 86400,
+        ge=60,
+        description="absolute lifetime of a sign-in, seconds: refreshing never goes past it",
+    )
     password_min_length: int = Field(default=8, ge=8, le=128)
     password_max_length: int = 128
     retention_days: int = Field(default=30, ge=0)
@@ -108,8 +115,6 @@ class Settings(BaseSettings):
     @classmethod
     def _limit_spec(cls, value: str) -> str:
         # A typo in a limit must stop the start-up, not silently disable the limit.
-        from app.services.ratelimit import parse_limits
-
         parse_limits(value)
         return value
 

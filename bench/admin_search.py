@@ -77,7 +77,8 @@ async def admin_token(url: str) -> str:
         now = datetime.now(UTC)
         await conn.execute(
             "INSERT INTO sessions (id, family_id, user_id, token_hash, refresh_token_hash, "
-            "expires_at, refresh_expires_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
+            "expires_at, refresh_expires_at, family_expires_at, last_used_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7)",
             new_id(Prefix.SESSION),
             new_id(Prefix.FAMILY),
             user_id,

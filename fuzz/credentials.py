@@ -81,8 +81,8 @@ async def _session(conn: asyncpg.Connection, app_id: str, env_id: str, role: str
     token = tokens.new_token(tokens.SESSION_PREFIX)
     await conn.execute(
         "INSERT INTO sessions (id, family_id, user_id, token_hash, refresh_token_hash, "
-        "expires_at, refresh_expires_at, created_at, last_used_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        "expires_at, refresh_expires_at, family_expires_at, created_at, last_used_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $8)",
         new_id(Prefix.SESSION),
         new_id(Prefix.FAMILY),
         user_id,

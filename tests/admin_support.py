@@ -68,8 +68,8 @@ async def make_session(pg: asyncpg.Connection, user_id: str) -> tuple[str, str]:
     now = clock.now()
     await pg.execute(
         "INSERT INTO sessions (id, family_id, user_id, token_hash, refresh_token_hash, "
-        "expires_at, refresh_expires_at, created_at, last_used_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        "expires_at, refresh_expires_at, family_expires_at, created_at, last_used_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $8)",
         session_id,
         new_id(Prefix.FAMILY),
         user_id,

@@ -37,7 +37,7 @@ async def test_create_with_password_signs_in_and_without_cannot(client, pg):
     )  # fmt: skip
     assert created.status_code == 201, created.text
     user = created.json()
-    assert user["email"] == "Grace@Example.com" and user["email_verified"] is True
+    assert user["email"] == "Grace@example.com" and user["email_verified"] is True
     assert user["username"] == "grace" and user["display_username"] == "Grace"
     assert user["role"] == "user" and user["password_changed_at"] is not None
     assert "password_hash" not in user
@@ -355,10 +355,21 @@ async def test_admin_acting_on_own_sessions_sees_current(client, pg):
     assert [s["current"] for s in listed["sessions"]] == [True]
 
 
-async def test_export_shows_admin_actions_on_the_user(client, pg):
+async def test_export_shows_admin_actions_as_a_role_only(client, pg):
+    """The user sees that an admin changed their account, not which admin, from where."""
     headers, admin_id = await _admin(pg)
     data = await signup(client)
-    await client.patch(f"{USERS}/{data['user']['id']}", json={"name": "X"}, headers=headers)
+    await client.patch(
+        f"{USERS}/{data['user']['id']}",
+        json={"name": "X"},
+        headers={**headers, "User-Agent": "staff-console/1.0"},
+    )
     export = (await client.get("/v1/auth/me/export", headers=bearer(data["session_token"]))).json()
     admin_events = [e for e in export["audit_events"] if e["actor_type"] == "admin"]
-    assert [(e["action"], e["actor_id"]) for e in admin_events] == [("user.updated", admin_id)]
+    assert [(e["action"], e["actor_id"], e["ip"], e["user_agent"]) for e in admin_events] == [
+        ("user.updated", None, None, None)
+    ]
+    assert admin_id not in str(export) and "staff-console" not in str(export)
+    # The user's own events keep where they came from.
+    (signup_event,) = [e for e in export["audit_events"] if e["action"] == "user.signup"]
+    assert signup_event["actor_id"] == data["user"]["id"] and signup_event["ip"] == "203.0.113.7"

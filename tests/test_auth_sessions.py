@@ -1,7 +1,7 @@
 """Tokens and sessions: what works, what stops working, and when."""
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -215,3 +215,27 @@ async def test_last_used_is_written_at_most_once_a_minute(client, pg):
     clock.advance(timedelta(seconds=61))
     await client.get("/v1/auth/me", headers=bearer(token))
     assert await pg.fetchval("SELECT last_used_at FROM sessions") > first
+
+
+async def test_refreshing_never_extends_a_sign_in_past_its_family_lifetime(client):
+    """REFRESH_FAMILY_TTL (90 days): a pair refreshed every 29 days still ends 90 days after
+    the sign-in, not 30 days after its last refresh."""
+    data = await signup(client)
+    signed_in = clock.now()
+    pair = data
+    for _ in range(3):  # days 29, 58 and 87
+        clock.advance(timedelta(days=29))
+        response = await client.post(
+            "/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]}
+        )
+        assert response.status_code == 200, response.text
+        pair = response.json()
+    listed = await client.get("/v1/auth/sessions", headers=bearer(pair["session_token"]))
+    (session,) = listed.json()["sessions"]
+    family_end = signed_in + timedelta(days=90)
+    assert abs(datetime.fromisoformat(session["refresh_expires_at"]) - family_end) < timedelta(
+        seconds=5
+    )
+    clock.advance(timedelta(days=3, seconds=5))  # day 90
+    response = await client.post("/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+    assert response.status_code == 401 and response.json()["type"] == "session_expired"

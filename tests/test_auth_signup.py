@@ -26,7 +26,8 @@ async def test_signup_returns_user_and_tokens_and_stores_only_hashes(client, pg)
     data = response.json()
     user = data["user"]
     assert user["id"].startswith("ausr_")
-    assert user["email"] == "Ada@Example.com"  # trimmed, casing kept
+    # trimmed and normalised: the domain lower-cased, the local part keeps its casing
+    assert user["email"] == "Ada@example.com"
     assert user["username"] == "ada.l" and user["display_username"] == "Ada.L"
     assert user["banned"] is False and user["role"] == "user"
     assert user["metadata"] == {"plan": "pro"}

@@ -547,6 +547,22 @@ async def test_rest_changes_are_visible_to_faroe(
         await faroe.get_user_by_email_address(email)
 
 
+async def test_rest_password_change_ends_faroe_sessions(
+    client: httpx.AsyncClient, faroe: FaroeServerDouble
+) -> None:
+    """The REST caller keeps the session it changed the password from; Faroe keeps none."""
+    data = await signup(client)
+    response = await client.post(
+        "/v1/auth/change-password",
+        json={"current_password": PASSWORD, "new_password": "rest-changed-passphrase"},
+        headers=bearer(data["session_token"]),
+    )
+    assert response.status_code == 200, response.text
+    assert (await faroe.get_user(data["user"]["id"])).sessions_counter == 1
+    me = await client.get("/v1/auth/me", headers=bearer(data["session_token"]))
+    assert me.status_code == 200
+
+
 async def test_bans_are_disabled(
     client: httpx.AsyncClient, pg: asyncpg.Connection, faroe: FaroeServerDouble
 ) -> None:

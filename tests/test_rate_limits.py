@@ -3,6 +3,7 @@
 The app here runs with the limits on and small numbers, so each rule is reached in a few calls.
 """
 
+import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -128,6 +129,30 @@ async def test_failed_signins_per_account_then_429_even_with_the_right_password(
     # The window passes: the right password works again.
     clock.advance(timedelta(seconds=61))
     assert (await _signin(connect("198.51.100.52"), email, PASSWORD)).status_code == 200
+
+
+async def test_concurrent_wrong_guesses_get_exactly_the_budget(connect):
+    """Each guess is counted before its hash is checked: 40 at once against a budget of 3
+    get three 401s, not one per guess that started before any failure was counted."""
+    email = unique_email()
+    await _signup(connect("198.51.100.1"), email)
+    responses = await asyncio.gather(
+        *(_signin(connect(f"192.0.2.{n}"), email, "wrong-pass-x") for n in range(40))
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [401] * 3 + [429] * 37
+
+
+async def test_a_right_password_gives_its_count_back(connect):
+    email = unique_email()
+    await _signup(connect("198.51.100.1"), email)
+    for n in range(2):
+        assert (await _signin(connect(f"192.0.2.{n}"), email, "wrong-pass-x")).status_code == 401
+    for n in range(4):
+        assert (await _signin(connect(f"192.0.2.{n}"), email, PASSWORD)).status_code == 200
+    # Two failures are still counted: one more is the third, the fourth is refused.
+    assert (await _signin(connect("192.0.2.9"), email, "wrong-pass-x")).status_code == 401
+    assert_limited(await _signin(connect("192.0.2.10"), email, PASSWORD))
 
 
 async def test_the_hourly_account_limit_holds_across_burst_windows(connect):

@@ -10,7 +10,8 @@ import pytest
 from app import clock
 from app.db import create_engine
 from app.errors import RateLimited
-from app.services.ratelimit import Limit, PostgresStore, RateLimiter, RedisStore
+from app.limits import Limit
+from app.services.ratelimit import PostgresStore, RateLimiter, RedisStore
 from tests.conftest import make_settings
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -70,13 +71,22 @@ async def test_the_next_window_starts_fresh(limiter):
     await limiter.hit(k, Limit(2, 60))
 
 
-async def test_check_does_not_count(limiter):
+async def test_give_back_returns_one_slot(limiter):
     k = key()
-    for _ in range(5):
-        await limiter.check(k, Limit(1, 60))
+    await limiter.hit(k, Limit(1, 60))
+    await limiter.give_back(k, Limit(1, 60))
     await limiter.hit(k, Limit(1, 60))
     with pytest.raises(RateLimited):
-        await limiter.check(k, Limit(1, 60))
+        await limiter.hit(k, Limit(1, 60))
+
+
+async def test_give_back_never_goes_below_zero(limiter):
+    k = key()
+    for _ in range(3):
+        await limiter.give_back(k, Limit(1, 60))
+    await limiter.hit(k, Limit(1, 60))
+    with pytest.raises(RateLimited):
+        await limiter.hit(k, Limit(1, 60))
 
 
 async def test_concurrent_hits_have_exactly_limit_winners(limiter):

@@ -82,3 +82,13 @@ def view(event: AuditEvent) -> dict[str, Any]:
         "created_at": event.created_at,
         "metadata": event.event_metadata,
     }
+
+
+def view_for_subject(event: AuditEvent, user_id: str) -> dict[str, Any]:
+    """An event as the user it is about sees it (their export): an actor who is not the user
+    — an admin, an API key, the operator, whoever typed at the sign-in form — appears as a
+    role only, without id, address or browser."""
+    shown = view(event)
+    if event.actor_id != user_id:
+        shown.update(actor_id=None, ip=None, user_agent=None)
+    return shown

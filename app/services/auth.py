@@ -2,13 +2,15 @@
 
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
+from sqlalchemy.exc import NoResultFound
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import clock
+from app.db import retrying
 from app.errors import AuthenticationRequired, InvalidCredentials, SessionExpired
-from app.models import AuditEvent, Session, User
+from app.models import AuditEvent, Environment, Session, User
 from app.security import tokens
 from app.security.passwords import PasswordHasher, check_policy
 from app.services import audit, sessions, tenancy, users
@@ -47,6 +49,33 @@ async def signup(
     return sessions.token_response(user, issued)
 
 
+def _record_failed_signin(
+    db: AsyncSession,
+    origin: Origin,
+    env: Environment,
+    user: User | None,
+    identifier: str,
+    reason: str,
+) -> None:
+    """What was typed into the e-mail or username field may be anything — a password, typed
+    into the wrong box, included — and admins read (and users export) this row: it names the
+    account when there is one, else keeps only a masked hint of an e-mail address."""
+    metadata: dict[str, Any] = {"reason": reason}
+    if user is not None:
+        metadata["identifier"] = user.email if "@" in identifier else user.username
+    else:
+        metadata["identifier_hint"] = users.mask_email(identifier)
+    audit.record(
+        db,
+        "user.signin_failed",
+        origin=origin,
+        app_id=env.app_id,
+        env_id=env.id,
+        target_user_id=user.id if user else None,
+        metadata=metadata,
+    )
+
+
 async def signin(
     db: AsyncSession,
     hasher: PasswordHasher,
@@ -63,42 +92,27 @@ async def signin(
             col(User.deleted_at).is_(None),
         )
         if fields.get("email"):
-            query = query.where(func.lower(User.email) == fields["email"].strip().lower())
+            query = query.where(users.email_matches(fields["email"]))
         else:
             query = query.where(col(User.username) == fields["username"].strip().lower())
         user = (await db.execute(query)).scalar_one_or_none()
-    identifier = fields.get("email") or fields.get("username")
+    identifier = str(fields.get("email") or fields.get("username"))
     # Failures are counted per account; an unknown one is counted under its identifier, so it
     # is limited exactly like a real one and the 429 tells nothing about existence.
-    account = user.id if user else f"{env.id}:{str(identifier).strip().lower()}"
-    await rules.check_account(account)
-    # An unknown account verifies a dummy hash: same answer, same time as a wrong password.
-    ok, upgraded = await hasher.verify(fields["password"], user.password_hash if user else None)
-    if not ok or user is None:
-        await rules.fail_account(account)
-        async with db.begin():
-            audit.record(
-                db,
-                "user.signin_failed",
-                origin=origin,
-                app_id=env.app_id,
-                env_id=env.id,
-                target_user_id=user.id if user else None,
-                metadata={"identifier": identifier, "reason": "invalid_credentials"},
-            )
-        raise InvalidCredentials()
+    account = user.id if user else f"{env.id}:{identifier.strip().lower()}"
+    async with rules.password_attempt(account) as attempt:
+        # An unknown account verifies a dummy hash: same answer, same time as a wrong password.
+        stored = user.password_hash if user else None
+        ok, upgraded = await hasher.verify(fields["password"], stored)
+        if not ok or user is None:
+            async with db.begin():
+                _record_failed_signin(db, origin, env, user, identifier, "invalid_credentials")
+            raise InvalidCredentials()
+        attempt.succeeded()
     # The ban is revealed only to someone who knows the password.
     if users.is_banned(user):
         async with db.begin():
-            audit.record(
-                db,
-                "user.signin_failed",
-                origin=origin,
-                app_id=env.app_id,
-                env_id=env.id,
-                target_user_id=user.id,
-                metadata={"identifier": identifier, "reason": "banned"},
-            )
+            _record_failed_signin(db, origin, env, user, identifier, "banned")
         users.ensure_not_banned(user)
     async with db.begin():
         if upgraded is not None:
@@ -112,19 +126,35 @@ async def signin(
 async def refresh(
     db: AsyncSession, settings: Settings, origin: Origin, refresh_token: str
 ) -> dict[str, Any]:
-    replayed = False
-    async with db.begin():
-        row = (
+    digest = tokens.digest(refresh_token)
+
+    async def rotate() -> tuple[User, sessions.Issued] | None:
+        """The next pair, or None when the token had already been rotated (its family is
+        revoked in this transaction)."""
+        user_id = (
             await db.execute(
-                select(Session, User)
-                .join(User, col(User.id) == Session.user_id)
-                .where(col(Session.refresh_token_hash) == tokens.digest(refresh_token))
-                .with_for_update(of=Session)
+                select(col(Session.user_id)).where(col(Session.refresh_token_hash) == digest)
             )
-        ).first()
-        if row is None:
+        ).scalar_one_or_none()
+        if user_id is None:
             raise AuthenticationRequired("invalid refresh token")
-        session, user = row
+        # The user row first, then the session: the order of every revocation (ban, revoke
+        # all, password change, delete), which therefore either finishes before this refresh
+        # reads the session, or waits for it to commit and then revokes what it issued.
+        try:
+            user = await users.lock(db, user_id)
+        except NoResultFound:
+            raise AuthenticationRequired("invalid refresh token") from None
+        session = (
+            await db.execute(
+                select(Session)
+                .where(col(Session.refresh_token_hash) == digest)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            )
+        ).scalar_one_or_none()
+        if session is None:
+            raise AuthenticationRequired("invalid refresh token")
         now = clock.now()
         if session.revoked_at is not None and session.revoked_reason == "rotated":
             # An already-rotated token came back: someone holds a copy. Kill the family.
@@ -140,20 +170,22 @@ async def refresh(
                 target_user_id=user.id,
                 metadata={"family_id": session.family_id},
             )
-            replayed = True
-        elif session.revoked_at is not None or session.refresh_expires_at <= now:
+            return None
+        if session.revoked_at is not None or session.refresh_expires_at <= now:
             raise SessionExpired("refresh token expired or revoked")
-        elif user.deleted_at is not None:
+        if user.deleted_at is not None:
             raise SessionExpired("refresh token expired or revoked")
-        else:
-            users.ensure_not_banned(user, now)
-            session.revoked_at = now
-            session.revoked_reason = "rotated"
-            issued = sessions.issue(db, user, settings, origin, family_id=session.family_id)
-            audit.by_user(db, "session.refresh", origin, user)
-    if replayed:
+        users.ensure_not_banned(user, now)
+        session.revoked_at = now
+        session.revoked_reason = "rotated"
+        issued = sessions.issue(db, user, settings, origin, rotated=session)
+        audit.by_user(db, "session.refresh", origin, user)
+        return user, issued
+
+    rotated = await retrying(db, rotate)
+    if rotated is None:
         raise SessionExpired("refresh token was already used; every session of it is revoked")
-    return sessions.token_response(user, issued)
+    return sessions.token_response(*rotated)
 
 
 async def signout(db: AsyncSession, origin: Origin, principal: Principal) -> None:
@@ -187,13 +219,14 @@ async def change_password(
 ) -> None:
     _policy(settings, new_password, "new_password")
     # A stolen session must not buy extra password guesses: same budget as sign-in.
-    await rules.check_account(principal.user.id)
-    ok, _ = await hasher.verify(current_password, principal.user.password_hash)
-    if not ok:
-        await rules.fail_account(principal.user.id)
-        raise InvalidCredentials("current password is wrong")
+    async with rules.password_attempt(principal.user.id) as attempt:
+        ok, _ = await hasher.verify(current_password, principal.user.password_hash)
+        if not ok:
+            raise InvalidCredentials("current password is wrong")
+        attempt.succeeded()
     new_hash = await hasher.hash(new_password)
-    async with db.begin():
+
+    async def change() -> None:
         user = await users.lock(db, principal.user.id)
         now = users.touch(user)
         user.password_hash = new_hash
@@ -204,13 +237,17 @@ async def change_password(
         )
         audit.by_user(db, "user.password_changed", origin, user)
 
+    await retrying(db, change)
+
 
 async def delete_account(db: AsyncSession, origin: Origin, principal: Principal) -> None:
-    async with db.begin():
+    async def delete() -> None:
         user = await users.lock(db, principal.user.id)
         user.deleted_at = users.touch(user)
         await sessions.revoke_all_for_user(db, user, "account_deleted")
         audit.by_user(db, "user.deleted", origin, user)
+
+    await retrying(db, delete)
 
 
 async def list_sessions(db: AsyncSession, principal: Principal) -> list[dict[str, Any]]:
@@ -255,7 +292,7 @@ async def export(db: AsyncSession, principal: Principal) -> dict[str, Any]:
             {**sessions.session_view(s, principal.session_id), "revoked_at": s.revoked_at}
             for s in all_sessions
         ]
-        event_list = [audit.view(e) for e in events]
+        event_list = [audit.view_for_subject(e, user.id) for e in events]
     return {
         "user": users.view(user),
         "sessions": session_list,

@@ -10,36 +10,17 @@ off and must be asked for by name.
 """
 
 import math
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Protocol
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import clock
-from app.errors import RateLimited, ServiceUnavailable
-
-if TYPE_CHECKING:
-    from app.settings import Settings
-
-
-@dataclass(frozen=True)
-class Limit:
-    count: int
-    window: int  # seconds
-
-    @classmethod
-    def parse(cls, spec: str) -> "Limit":
-        """`"100/3600"` = 100 events per hour."""
-        count, sep, window = spec.strip().partition("/")
-        if not sep or not count.isdigit() or not window.isdigit() or int(window) == 0:
-            raise ValueError(f"rate limit {spec!r} is not COUNT/SECONDS[,COUNT/SECONDS…]")
-        return cls(int(count), int(window))
-
-
-def parse_limits(spec: str) -> tuple[Limit, ...]:
-    """`"10/60,100/3600"`: every limit must hold."""
-    return tuple(Limit.parse(part) for part in spec.split(",") if part.strip())
+from app.errors import InvalidCredentials, RateLimited, ServiceUnavailable
+from app.limits import Limit, parse_limits
+from app.settings import Settings
 
 
 class Store(Protocol):
@@ -48,6 +29,9 @@ class Store(Protocol):
 
     async def peek(self, key: str, window: int, now: float) -> int:
         """The count in the current window, without counting."""
+
+    async def decr(self, key: str, window: int, now: float) -> None:
+        """Take back one event counted in the window holding `now` (never below zero)."""
 
     async def close(self) -> None: ...
 
@@ -101,6 +85,16 @@ class PostgresStore:
             ).scalar_one_or_none()
         return int(count or 0)
 
+    async def decr(self, key: str, window: int, now: float) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE rate_limits SET count = count - 1 "
+                    "WHERE key = :k AND window_start = :w AND count > 0"
+                ),
+                {"k": key, "w": window_start(window, now)},
+            )
+
     async def close(self) -> None:
         """The engine belongs to the app."""
 
@@ -139,6 +133,20 @@ class RedisStore:
             raise ServiceUnavailable("rate-limit store unavailable") from exc
         return int(value or 0)
 
+    # DECR alone would bring an expired key back as -1 with no expiry.
+    _DECR_EXISTING = (
+        "if redis.call('get', KEYS[1]) and tonumber(redis.call('get', KEYS[1])) > 0 "
+        "then redis.call('decr', KEYS[1]) end"
+    )
+
+    async def decr(self, key: str, window: int, now: float) -> None:
+        from redis.exceptions import RedisError
+
+        try:
+            await self.redis.eval(self._DECR_EXISTING, 1, self._key(key, window, now))
+        except RedisError as exc:
+            raise ServiceUnavailable("rate-limit store unavailable") from exc
+
     async def close(self) -> None:
         await self.redis.aclose()
 
@@ -161,21 +169,30 @@ class RateLimiter:
             if await self.store.incr(f"{key}:{limit.window}", limit.window, now) > limit.count:
                 raise RateLimited(self._retry_after(limit, now))
 
-    async def check(self, key: str, *limits: Limit) -> None:
-        """429 if any limit is already used up, without counting (for counting only failures)."""
+    async def give_back(self, key: str, *limits: Limit) -> None:
+        """Undo one `hit` of `key` (in the windows holding now)."""
         if not self.enabled:
             return
         now = clock.now().timestamp()
         for limit in limits:
-            if await self.store.peek(f"{key}:{limit.window}", limit.window, now) >= limit.count:
-                raise RateLimited(self._retry_after(limit, now))
+            await self.store.decr(f"{key}:{limit.window}", limit.window, now)
+
+
+class PasswordAttempt:
+    """One password check in Rules.password_attempt; `succeeded()` when the password was right."""
+
+    def __init__(self) -> None:
+        self.ok = False
+
+    def succeeded(self) -> None:
+        self.ok = True
 
 
 class Rules:
     """The named rules of Settings, applied to one request's identifiers. Routers call the
     per-IP rules; services call the per-account ones, which count failures only."""
 
-    def __init__(self, limiter: RateLimiter, settings: "Settings") -> None:
+    def __init__(self, limiter: RateLimiter, settings: Settings) -> None:
         self.limiter = limiter
         self.by_name = {
             "signin": parse_limits(settings.rate_limit_signin_ip),
@@ -189,19 +206,30 @@ class Rules:
     async def per_ip(self, rule: str, ip: str | None) -> None:
         await self.limiter.hit(f"{rule}:ip:{ip or '-'}", *self.by_name[rule])
 
-    async def check_account(self, account: str) -> None:
-        """Before a password check: 429 when this account has used up its failures."""
-        await self.limiter.check(f"fail:acct:{account}", *self.account_failures)
+    @asynccontextmanager
+    async def password_attempt(self, account: str) -> AsyncIterator[PasswordAttempt]:
+        """Around one password check of `account` (a user id, or the identifier of an
+        unknown one): counted against its failure budget *before* the check, in one atomic
+        step, so concurrent guesses cannot all pass a budget that none of them has counted
+        yet; 429 when it is spent. The count is given back when the check succeeds, or ends
+        in anything but a wrong password (e.g. hashing overloaded): only failures stay."""
+        key = f"fail:acct:{account}"
+        await self.limiter.hit(key, *self.account_failures)
+        attempt = PasswordAttempt()
+        failed = True
+        try:
+            yield attempt
+            failed = not attempt.ok
+        except InvalidCredentials:
+            raise
+        except BaseException:
+            failed = False
+            raise
+        finally:
+            if not failed:
+                await self.limiter.give_back(key, *self.account_failures)
 
-    async def fail_account(self, account: str) -> None:
-        """After a wrong password: count it (never raises for the attempt it counts)."""
-        if not self.limiter.enabled:
-            return
-        now = clock.now().timestamp()
-        for limit in self.account_failures:
-            await self.limiter.store.incr(f"fail:acct:{account}:{limit.window}", limit.window, now)
 
-
-def build(settings: "Settings", engine: AsyncEngine) -> Rules:
+def build(settings: Settings, engine: AsyncEngine) -> Rules:
     store: Store = RedisStore(settings.redis_url) if settings.redis_url else PostgresStore(engine)
     return Rules(RateLimiter(store, enabled=settings.rate_limits == "on"), settings)

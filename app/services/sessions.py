@@ -44,20 +44,28 @@ def issue(
     user: User,
     settings: Settings,
     origin: Origin,
-    family_id: str | None = None,
+    rotated: Session | None = None,
 ) -> Issued:
-    """A new session row with fresh tokens, added to the caller's transaction."""
+    """A new session row with fresh tokens, added to the caller's transaction: a new family
+    (a sign-in), or the next of `rotated`'s family (a refresh), which ends when the family
+    does however often it is refreshed."""
     now = clock.now()
     session_token = tokens.new_token(tokens.SESSION_PREFIX)
     refresh_token = tokens.new_token(tokens.REFRESH_PREFIX)
+    if rotated is None:
+        family_id = new_id(Prefix.FAMILY)
+        family_ends = now + timedelta(seconds=settings.refresh_family_ttl)
+    else:
+        family_id, family_ends = rotated.family_id, rotated.family_expires_at
     session = Session(
         id=new_id(Prefix.SESSION),
-        family_id=family_id or new_id(Prefix.FAMILY),
+        family_id=family_id,
         user_id=user.id,
         token_hash=tokens.digest(session_token),
         refresh_token_hash=tokens.digest(refresh_token),
-        expires_at=now + timedelta(seconds=settings.session_ttl),
-        refresh_expires_at=now + timedelta(seconds=settings.refresh_ttl),
+        expires_at=min(now + timedelta(seconds=settings.session_ttl), family_ends),
+        refresh_expires_at=min(now + timedelta(seconds=settings.refresh_ttl), family_ends),
+        family_expires_at=family_ends,
         created_at=now,
         last_used_at=now,
         ip=origin.ip,
@@ -154,14 +162,14 @@ async def revoke_one(db: AsyncSession, user_id: str, session_id: str, reason: st
 async def revoke_all_for_user(
     db: AsyncSession, user: User, reason: str, except_session: str | None = None
 ) -> int:
-    """Every live session of the user; also bumps Faroe's sessions counter, so a Faroe server
-    drops its sessions for this user too."""
+    """Every live session of the user but `except_session` (the caller's own, on a password
+    change); also bumps Faroe's sessions counter, so a Faroe server drops every session of
+    this user too — none of them is the one kept here."""
     conditions: list[Any] = [col(Session.user_id) == user.id]
     if except_session is not None:
         conditions.append(col(Session.id) != except_session)
     count = await revoke_where(db, *conditions, reason=reason)
-    if except_session is None:
-        user.sessions_counter += 1
+    user.sessions_counter += 1
     return count
 
 

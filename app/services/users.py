@@ -5,12 +5,13 @@ run them as validators and report the field; services call the same functions.
 """
 
 import re
+import unicodedata
 from datetime import datetime
 from typing import Any
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -38,15 +39,39 @@ MAX_IMAGE = 2048
 
 
 def clean_email(value: str) -> str:
-    """Trimmed and syntax-checked; stored as typed (uniqueness is case-insensitive in SQL)."""
+    """Trimmed, syntax-checked and normalised (email-validator's `normalized`: Unicode NFC,
+    the domain lower-cased and in its Unicode form; the local part keeps its case), so the
+    NFC and NFD spellings of one mailbox are one address. Uniqueness and look-ups are
+    case-insensitive in SQL (lower(email))."""
     value = value.strip()
     if len(value) > MAX_EMAIL:
         raise ValueError(f"must be at most {MAX_EMAIL} characters")
     try:
-        validate_email(value, check_deliverability=False)
+        normalized: str = validate_email(value, check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise ValueError(f"is not a valid e-mail address ({exc})") from None
-    return value
+    return normalized
+
+
+def email_matches(value: str) -> ColumnElement[bool]:
+    """The condition finding a typed address among the stored ones: its normalised form when
+    it is valid (else its NFC form, which then matches nothing), case-insensitively — lower()
+    on both sides in PostgreSQL, as the unique index uq_users_email_live has it."""
+    try:
+        key = clean_email(value)
+    except ValueError:
+        key = unicodedata.normalize("NFC", value.strip())
+    return func.lower(col(User.email)) == func.lower(key)
+
+
+def mask_email(value: str) -> str | None:
+    """`j…@example.com` for a valid address, None for anything else (which may be a password
+    typed into the wrong field, so nothing of it is kept)."""
+    try:
+        address = validate_email(value.strip(), check_deliverability=False)
+    except EmailNotValidError:
+        return None
+    return f"{address.local_part[:1]}…@{address.domain}"
 
 
 def clean_username(value: str) -> str:
