@@ -280,3 +280,23 @@ async def test_expired_ban_reads_as_not_banned_and_is_cleared_on_next_write(clie
         "SELECT banned, ban_reason, ban_expires FROM users WHERE id = $1", user_id
     )
     assert tuple(row) == (False, None, None)
+
+
+async def test_nfc_and_nfd_spellings_are_one_mailbox(client):
+    """`josé@exämple.com` typed with precomposed or combining accents is one address: one
+    account, found by either spelling."""
+    import unicodedata
+
+    nfc = unicodedata.normalize("NFC", "josé@exämple.com")
+    nfd = unicodedata.normalize("NFD", nfc)
+    assert nfc != nfd
+    created = await client.post("/v1/auth/signup", json={"email": nfd, "password": PASSWORD})
+    assert created.status_code == 201, created.text
+    assert created.json()["user"]["email"] == nfc
+    again = await client.post("/v1/auth/signup", json={"email": nfc, "password": PASSWORD})
+    assert again.status_code == 409 and again.json()["type"] == "email_taken"
+    for spelling in (nfc, nfd):
+        signin = await client.post(
+            "/v1/auth/signin", json={"email": spelling, "password": PASSWORD}
+        )
+        assert signin.status_code == 200, signin.text

@@ -203,6 +203,32 @@ async def test_get_user_by_email_is_exact(
     assert "lower(email) =" in index_condition, plan
 
 
+async def test_nfc_and_nfd_spellings_are_one_mailbox_on_both_doors(
+    client: httpx.AsyncClient, faroe: FaroeServerDouble
+) -> None:
+    import unicodedata
+
+    nfc = unicodedata.normalize("NFC", "josé@exämple.com")
+    nfd = unicodedata.normalize("NFD", nfc)
+    rest_user = (await signup(client, email=nfc))["user"]["id"]
+    with pytest.raises(EmailAddressAlreadyUsed):
+        await faroe_signup(faroe, nfd, PASSWORD)
+    for spelling in (nfc, nfd):
+        assert (await faroe.get_user_by_email_address(spelling)).id == rest_user
+    # And the other way round: Faroe's NFD address blocks the REST sign-up of the NFC one.
+    faroe_user = await faroe_signup(
+        faroe, unicodedata.normalize("NFD", "zoë@example.com"), PASSWORD
+    )
+    response = await client.post(
+        "/v1/auth/signup",
+        json={"email": unicodedata.normalize("NFC", "zoë@example.com"), "password": PASSWORD},
+    )
+    assert response.status_code == 409 and response.json()["type"] == "email_taken"
+    assert (await faroe.get_user(faroe_user)).email_address == unicodedata.normalize(
+        "NFC", "zoë@example.com"
+    )
+
+
 async def test_ids_that_are_not_ours_are_user_not_found(
     client: httpx.AsyncClient, pg: asyncpg.Connection
 ) -> None:

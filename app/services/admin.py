@@ -32,7 +32,7 @@ from app.errors import Conflict, Forbidden, ValidationFailed
 from app.ids import Prefix, is_valid
 from app.models import App, AuditEvent, User
 from app.security.passwords import PasswordHasher, check_policy
-from app.services import admin_auth, audit, cursors, sessions, users
+from app.services import admin_auth, api_keys, audit, cursors, sessions, users
 from app.services.admin_auth import AdminPrincipal
 from app.services.audit import Origin
 from app.settings import Settings
@@ -74,6 +74,15 @@ def _record(
         actor_id=principal.actor_id,
         target_user_id=user.id,
         metadata=metadata,
+    )
+
+
+async def _revoke_keys_of(
+    db: AsyncSession, origin: Origin, principal: AdminPrincipal, user: User, reason: str
+) -> None:
+    """An API key never outlives its creator's standing as an admin (api_keys.revoke_created_by)."""
+    await api_keys.revoke_created_by(
+        db, origin, user.id, reason, actor_type=principal.actor_type, actor_id=principal.actor_id
     )
 
 
@@ -308,6 +317,7 @@ async def create_user(
     password = fields.get("password")
     if password is not None:
         check_policy(password, settings.password_min_length, settings.password_max_length)
+    admin_auth.ensure_may_set_role(principal, None, fields.get("role") or "user")
     async with db.begin():
         app = await admin_auth.resolve_app(db, principal, fields.get("app_id"))
         env = await admin_auth.resolve_env(db, app, fields.get("env_id"))
@@ -349,6 +359,11 @@ async def update_user(
         user = await admin_auth.lock_user(db, principal, user_id)
         if not changes:
             return users.view(user)
+        if "role" in changes:
+            admin_auth.ensure_may_set_role(principal, user.role, changes["role"])
+        if changes.keys() & {"email", "email_verified"}:
+            admin_auth.ensure_may_change_admin(principal, user)
+        was_admin = user.role == admin_auth.ADMIN_ROLE
         users.apply_profile(user, {k: v for k, v in changes.items() if k in users.PROFILE_FIELDS})
         email = changes.get("email")
         if email is not None and email != user.email:
@@ -365,6 +380,8 @@ async def update_user(
         now = users.touch(user)
         await users.flush_unique(db)
         _record(db, origin, principal, "user.updated", user, {"fields": sorted(changes)})
+        if was_admin and user.role != admin_auth.ADMIN_ROLE:
+            await _revoke_keys_of(db, origin, principal, user, "creator_demoted")
     return users.view(user, now)
 
 
@@ -375,9 +392,11 @@ async def delete_user(
     the retention window."""
     async with db.begin():
         user = await admin_auth.lock_user(db, principal, user_id)
+        admin_auth.ensure_may_change_admin(principal, user)
         user.deleted_at = users.touch(user)
         await sessions.revoke_all_for_user(db, user, "admin_deleted")
         _record(db, origin, principal, "user.deleted", user)
+        await _revoke_keys_of(db, origin, principal, user, "creator_deleted")
 
 
 def _retention_cutoff(settings: Settings) -> datetime:
@@ -396,6 +415,7 @@ async def restore_user(
     someone took the e-mail or username meanwhile. The old sessions stay revoked."""
     async with db.begin():
         user = await admin_auth.lock_user(db, principal, user_id, include_deleted=True)
+        admin_auth.ensure_may_change_admin(principal, user)
         if user.deleted_at is None:
             raise Conflict("user is not deleted")
         if user.deleted_at < _retention_cutoff(settings):
@@ -413,6 +433,7 @@ async def purge_user(
     """Erase one soft-deleted user now (its sessions go with it); a live user is a 409."""
     async with db.begin():
         user = await admin_auth.lock_user(db, principal, user_id, include_deleted=True)
+        admin_auth.ensure_may_change_admin(principal, user)
         if user.deleted_at is None:
             raise Conflict("only a deleted user can be purged; delete it first")
         await db.execute(delete(User).where(col(User.id) == user.id))
@@ -478,6 +499,7 @@ async def ban(
         raise Forbidden("you cannot ban yourself")
     async with db.begin():
         user = await admin_auth.lock_user(db, principal, user_id)
+        admin_auth.ensure_may_change_admin(principal, user)
         now = users.touch(user)
         if expires_in is not None:
             expires_at = now + timedelta(seconds=expires_in)
@@ -494,6 +516,7 @@ async def ban(
             "sessions_revoked": revoked,
         }
         _record(db, origin, principal, "user.banned", user, metadata)
+        await _revoke_keys_of(db, origin, principal, user, "creator_banned")
     return users.view(user, now)
 
 
@@ -502,6 +525,7 @@ async def unban(
 ) -> dict[str, Any]:
     async with db.begin():
         user = await admin_auth.lock_user(db, principal, user_id)
+        admin_auth.ensure_may_change_admin(principal, user)
         now = users.touch(user)
         was_banned = users.is_banned(user, now)
         user.banned = False
@@ -527,10 +551,14 @@ async def set_password(
     """Set a new password; every session of the user is revoked."""
     check_policy(password, settings.password_min_length, settings.password_max_length)
     async with db.begin():
-        await admin_auth.find_user(db, principal, user_id)  # 404 before spending a hash
+        # 404 or 403 before spending a hash.
+        admin_auth.ensure_may_change_admin(
+            principal, await admin_auth.find_user(db, principal, user_id)
+        )
     password_hash = await hasher.hash(password)
     async with db.begin():
         user = await admin_auth.lock_user(db, principal, user_id)
+        admin_auth.ensure_may_change_admin(principal, user)  # promoted meanwhile
         now = users.touch(user)
         user.password_hash = password_hash
         user.password_changed_at = now

@@ -111,6 +111,20 @@ async def resolve_env(db: AsyncSession, app: App, env_ref: str | None) -> Enviro
     return await tenancy.resolve(db, app.id, env_ref)
 
 
+def ensure_may_change_admin(principal: AdminPrincipal, user: User) -> None:
+    """API keys automate user management; they never act on an admin's account (its password,
+    e-mail, ban, deletion or factors). Otherwise a leaked key could take an admin's place —
+    set its password, sign in as it, and mint keys, which keys themselves may not."""
+    if principal.actor_type == "api_key" and user.role == ADMIN_ROLE:
+        raise Forbidden("API keys cannot change an admin's account; use an admin session")
+
+
+def ensure_may_set_role(principal: AdminPrincipal, before: str | None, after: str) -> None:
+    """Only people (an admin's session) and the operator grant or remove the admin role."""
+    if principal.actor_type == "api_key" and before != after and ADMIN_ROLE in (before, after):
+        raise Forbidden("API keys cannot grant or remove the admin role; use an admin session")
+
+
 def ensure_visible(principal: AdminPrincipal, user: User | None, include_deleted: bool) -> User:
     """The user, if this caller may see it: in reach, and live unless deleted ones are asked."""
     if user is None or not principal.can_reach(user.app_id):

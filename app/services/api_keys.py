@@ -4,7 +4,7 @@
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -99,6 +99,40 @@ async def revoke(db: AsyncSession, origin: Origin, principal: AdminPrincipal, ke
             actor_id=principal.actor_id,
             metadata={"api_key_id": key.id, "name": key.name},
         )
+
+
+async def revoke_created_by(
+    db: AsyncSession,
+    origin: Origin,
+    creator_id: str,
+    reason: str,
+    *,
+    actor_type: str,
+    actor_id: str | None,
+) -> int:
+    """Revoke the live keys the user `creator_id` made, in the caller's transaction, because
+    that admin was demoted, banned or deleted: a key is an admin's delegated power and must not
+    outlast it (an unban does not bring the keys back). How many were revoked."""
+    revoked = (
+        await db.execute(
+            update(ApiKey)
+            .where(col(ApiKey.created_by) == creator_id, col(ApiKey.revoked_at).is_(None))
+            .values(revoked_at=clock.now())
+            .returning(col(ApiKey.id), col(ApiKey.app_id), col(ApiKey.name))
+        )
+    ).all()
+    for key_id, app_id, name in revoked:
+        audit.record(
+            db,
+            "api_key.revoked",
+            origin=origin,
+            app_id=app_id,
+            actor_type=actor_type,
+            actor_id=actor_id,
+            target_user_id=creator_id,
+            metadata={"api_key_id": key_id, "name": name, "reason": reason},
+        )
+    return len(revoked)
 
 
 def view(key: ApiKey) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from app.errors import AuthenticationRequired, InvalidCredentials, SessionExpire
 from app.models import AuditEvent, Environment, Session, User
 from app.security import tokens
 from app.security.passwords import PasswordHasher, check_policy
-from app.services import audit, sessions, tenancy, users
+from app.services import api_keys, audit, sessions, tenancy, users
 from app.services.audit import Origin
 from app.services.ratelimit import Rules
 from app.services.sessions import Principal
@@ -246,6 +246,9 @@ async def delete_account(db: AsyncSession, origin: Origin, principal: Principal)
         user.deleted_at = users.touch(user)
         await sessions.revoke_all_for_user(db, user, "account_deleted")
         audit.by_user(db, "user.deleted", origin, user)
+        await api_keys.revoke_created_by(
+            db, origin, user.id, "creator_deleted", actor_type="user", actor_id=user.id
+        )
 
     await retrying(db, delete)
 

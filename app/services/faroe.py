@@ -31,7 +31,7 @@ from app.faroe import protocol
 from app.faroe.protocol import ActionError, FaroeUser
 from app.ids import Prefix, is_valid, new_id
 from app.models import Environment, Session, User
-from app.services import audit, tenancy, users
+from app.services import api_keys, audit, tenancy, users
 from app.services.audit import Origin
 
 log = logging.getLogger("userkeep.faroe")
@@ -292,9 +292,9 @@ async def _get_user(call: _Call, action: protocol.GetUser) -> FaroeUser:
 async def _get_user_by_email_address(
     call: _Call, action: protocol.GetUserByEmailAddress
 ) -> FaroeUser:
-    email = action.email_address
-    if not _storable(email):
+    if not _storable(action.email_address):
         raise ActionError(USER_NOT_FOUND)  # no stored e-mail can equal it
+    email = users.nfc_email(action.email_address)
     # Exact, case-sensitive match (Faroe's rule); the lower() term lets PostgreSQL use the
     # case-insensitive unique index uq_users_email_live to find the (at most one) candidate.
     query = select(User).where(
@@ -317,7 +317,7 @@ async def _create_user(call: _Call, action: protocol.CreateUser) -> FaroeUser:
         id=new_id(Prefix.USER),
         app_id=call.env.app_id,
         env_id=call.env.id,
-        email=action.email_address,
+        email=users.nfc_email(action.email_address),
         # Faroe verifies the address (a code sent to it) before it creates the user.
         email_verified=True,
         password_hash=password_from_faroe(
@@ -346,7 +346,7 @@ async def _update_user_email_address(call: _Call, action: protocol.UpdateUserEma
             _users.c.email_address_counter == action.user_email_address_counter,
         )
         .values(
-            email=action.email_address,
+            email=users.nfc_email(action.email_address),
             email_verified=True,
             email_address_counter=_users.c.email_address_counter + 1,
             **_stamp(call.now),
@@ -428,6 +428,9 @@ async def _delete_user(call: _Call, action: protocol.DeleteUser) -> None:
     if user_id is None:
         raise ActionError(USER_NOT_FOUND)
     call.audit("user.deleted", user_id, sessions_revoked=revoked)
+    await api_keys.revoke_created_by(
+        call.db, call.origin, user_id, "creator_deleted", actor_type=ACTOR_TYPE, actor_id=None
+    )
 
 
 _Handler = Callable[[_Call, Any], Awaitable[FaroeUser | None]]
