@@ -48,6 +48,9 @@ def serve(settings: Settings) -> None:
             log_config=log_config,
             # app/middleware.py writes the access log, with the route template and the user.
             access_log=False,
+            # uvicorn would otherwise rewrite the client address from X-Forwarded-For for any
+            # loopback peer, before TRUSTED_PROXIES (app/security/client_ip.py) is consulted.
+            proxy_headers=False,
         )
     finally:
         if embedded is not None:

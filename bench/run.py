@@ -200,6 +200,8 @@ def start_reference(python: Path | str, module: str, db_url: str, workers: int, 
             str(workers),
             "--log-level",
             "warning",
+            # Like for like: `python -m app serve` runs without uvicorn's proxy headers.
+            "--no-proxy-headers",
         ],
         cwd=ROOT,
         env=env,

@@ -133,6 +133,8 @@ def live_server(url: str, log_path: Path) -> Iterator[str]:
         "--log-level",
         "warning",
         "--no-access-log",
+        # As `python -m app serve`: X-Forwarded-For is TRUSTED_PROXIES' business alone.
+        "--no-proxy-headers",
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)  # noqa: S603

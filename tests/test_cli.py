@@ -3,26 +3,15 @@
 import os
 import pty
 import select
-import signal
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.helpers import PASSWORD, signup
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _env(**extra: str) -> dict[str, str]:
-    dropped = {"DATABASE_URL", "TEST_DATABASE_URL", "USERKEEP_ADMIN_PASSWORD"}
-    env = {k: v for k, v in os.environ.items() if k not in dropped}
-    env.update(extra)
-    return env
+from tests.process_support import ROOT, free_port, process_env, serving
 
 
 def _cli(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -39,12 +28,6 @@ def _cli(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.Complet
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 ADMIN_PASSWORD = "operator-chosen-passphrase-9"
 
 
@@ -58,7 +41,7 @@ async def test_create_admin_with_password_stdin_can_sign_in(database_url, pg, cl
         "--email",
         "Boss@Example.com",
         "--password-stdin",
-        env=_env(DATABASE_URL=database_url),
+        env=process_env(DATABASE_URL=database_url),
         stdin=ADMIN_PASSWORD + "\n",
     )
     assert created.returncode == 0, created.stderr
@@ -72,7 +55,7 @@ async def test_create_admin_with_password_stdin_can_sign_in(database_url, pg, cl
 
 
 async def test_create_admin_with_password_from_environment_can_sign_in(database_url, pg, client):
-    env = _env(DATABASE_URL=database_url, USERKEEP_ADMIN_PASSWORD=ADMIN_PASSWORD)
+    env = process_env(DATABASE_URL=database_url, USERKEEP_ADMIN_PASSWORD=ADMIN_PASSWORD)
     created = _cli("create-admin", "--email", "ops@example.com", env=env)
     assert created.returncode == 0, created.stderr
     signin = await _signin(client, "ops@example.com", ADMIN_PASSWORD)
@@ -81,7 +64,9 @@ async def test_create_admin_with_password_from_environment_can_sign_in(database_
 
 
 async def test_create_admin_without_a_password_source_is_an_error(database_url, pg):
-    result = _cli("create-admin", "--email", "ops@example.com", env=_env(DATABASE_URL=database_url))
+    result = _cli(
+        "create-admin", "--email", "ops@example.com", env=process_env(DATABASE_URL=database_url)
+    )
     assert result.returncode == 2
     assert "--password-stdin" in result.stderr and "USERKEEP_ADMIN_PASSWORD" in result.stderr
     assert "Traceback" not in result.stderr
@@ -96,7 +81,7 @@ async def test_create_admin_takes_no_password_on_the_command_line(database_url, 
         "ops@example.com",
         "--password",
         ADMIN_PASSWORD,
-        env=_env(DATABASE_URL=database_url),
+        env=process_env(DATABASE_URL=database_url),
     )
     assert result.returncode == 2
     assert "--password" in result.stderr
@@ -112,7 +97,7 @@ def _prompted(database_url: str, answers: list[str]) -> tuple[int, str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "app", "create-admin", "--email", "tty@example.com"],
         cwd=ROOT,
-        env=_env(DATABASE_URL=database_url),
+        env=process_env(DATABASE_URL=database_url),
         stdin=terminal,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -168,7 +153,7 @@ async def test_create_admin_refuses_an_existing_account(database_url, pg, client
         "--email",
         "ROOT@Example.com",
         "--password-stdin",
-        env=_env(DATABASE_URL=database_url),
+        env=process_env(DATABASE_URL=database_url),
         stdin=ADMIN_PASSWORD + "\n",
     )
     assert result.returncode == 2
@@ -189,7 +174,7 @@ async def test_create_admin_promote_existing_keeps_the_password(database_url, pg
         "--email",
         "LEAD@example.com",
         "--promote-existing",
-        env=_env(DATABASE_URL=database_url),
+        env=process_env(DATABASE_URL=database_url),
     )
     assert result.returncode == 0, result.stderr
     assert "promoted" in result.stdout and "its password is unchanged" in result.stdout
@@ -210,7 +195,7 @@ async def test_create_admin_promote_existing_without_the_account_is_an_error(dat
         "--email",
         "nobody@example.com",
         "--promote-existing",
-        env=_env(DATABASE_URL=database_url, USERKEEP_ADMIN_PASSWORD=ADMIN_PASSWORD),
+        env=process_env(DATABASE_URL=database_url, USERKEEP_ADMIN_PASSWORD=ADMIN_PASSWORD),
     )
     assert result.returncode == 2
     assert "no account" in result.stderr and "Traceback" not in result.stderr
@@ -226,7 +211,7 @@ async def test_create_admin_promote_existing_without_the_account_is_an_error(dat
     ],
 )
 async def test_create_admin_bad_input_is_one_line_error(database_url, pg, args, password, message):
-    env = _env(DATABASE_URL=database_url)
+    env = process_env(DATABASE_URL=database_url)
     result = _cli("create-admin", *args, "--password-stdin", env=env, stdin=password + "\n")
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
@@ -236,29 +221,8 @@ async def test_create_admin_bad_input_is_one_line_error(database_url, pg, args, 
 def test_serve_on_embedded_postgres_with_cli_alongside(tmp_path):
     """`make run` in miniature: serve, create an admin while it runs, sign in, stop with
     Ctrl-C (SIGINT), and find the embedded server stopped and its data kept."""
-    port = _free_port()
-    env = _env(DATA_DIR=str(tmp_path / "data"), PORT=str(port), LOG_LEVEL="warning")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/v1/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
-
+    env = process_env(DATA_DIR=str(tmp_path / "data"), LOG_LEVEL="warning")
+    with serving(env, free_port()) as base:
         created = _cli(
             "create-admin",
             "--email",
@@ -275,9 +239,6 @@ def test_serve_on_embedded_postgres_with_cli_alongside(tmp_path):
         assert signin.json()["user"]["role"] == "admin"
         # The CLI joined the running server and did not stop it on its way out.
         assert httpx.get(f"{base}/v1/ready").status_code == 200
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=30)
     pgdata = tmp_path / "data" / "postgres"
     assert (pgdata / "PG_VERSION").exists()
     assert not (pgdata / "postmaster.pid").exists(), "embedded PostgreSQL left running"
