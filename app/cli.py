@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
 from app import db as database
 from app.services import admin_cli
 from app.services.admin_cli import UserError
@@ -176,7 +178,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"--password-stdin, {PASSWORD_ENV}, or the prompt on a terminal"
         )
 
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        # One line per bad setting, named as in the environment, without the value given.
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper() or "settings"
+            message = error["msg"].removeprefix("Value error, ")
+            print(f"error: {name}: {message}", file=sys.stderr)
+        sys.exit(2)
     try:
         if args.command == "serve":
             serve(settings)

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+FAROE_SECRET_MIN_BYTES = 32
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
@@ -61,7 +63,9 @@ class Settings(BaseSettings):
     # signed with FAROE_SECRET (HMAC-SHA256); with no secret the endpoint answers 503. Only
     # FAROE_AUTH=none, asked for by name, serves unsigned requests (a private network).
     faroe_secret: SecretStr | None = Field(
-        default=None, description="HMAC-SHA256 key the Faroe server signs its requests with"
+        default=None,
+        description=f"HMAC-SHA256 key the Faroe server signs its requests with, at least "
+        f"{FAROE_SECRET_MIN_BYTES} bytes; unset or empty = the endpoint answers 503",
     )
     faroe_auth: Literal["hmac", "none"] = Field(
         default="hmac", description="'hmac' (signed requests) or 'none' (no check at all)"
@@ -111,6 +115,21 @@ class Settings(BaseSettings):
         from app.services.ratelimit import parse_limits
 
         parse_limits(value)
+        return value
+
+    @field_validator("faroe_secret")
+    @classmethod
+    def _faroe_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Empty is how env files and compose files leave a variable unset.
+        if value is None or not value.get_secret_value():
+            return None
+        # A short key can be guessed offline from one signed request; 32 bytes is HMAC-SHA256's
+        # output size (RFC 2104 section 3).
+        if len(value.get_secret_value().encode("utf-8")) < FAROE_SECRET_MIN_BYTES:
+            raise ValueError(
+                f"must be at least {FAROE_SECRET_MIN_BYTES} bytes (UTF-8); make one with "
+                '`python -c "import secrets; print(secrets.token_hex(32))"`'
+            )
         return value
 
     @field_validator("trusted_proxies")

@@ -41,7 +41,7 @@ from app import db as database
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "fuzz" / "schemathesis.toml"
-FAROE_SECRET = "fuzz-faroe-secret"  # noqa: S105 - a throwaway server's key
+FAROE_SECRET = "fuzz-faroe-secret-of-at-least-32-bytes"  # noqa: S105 - a throwaway key
 
 
 @dataclass(frozen=True)

@@ -218,6 +218,15 @@ async def test_create_admin_bad_input_is_one_line_error(database_url, pg, args, 
     assert await pg.fetchval("SELECT count(*) FROM users") == 0
 
 
+def test_a_bad_setting_is_a_one_line_error(database_url):
+    env = process_env(DATABASE_URL=database_url, FAROE_SECRET="too-short")
+    result = _cli("migrate", env=env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "FAROE_SECRET" in result.stderr and "at least 32 bytes" in result.stderr
+    assert "too-short" not in result.stderr
+
+
 def test_serve_on_embedded_postgres_with_cli_alongside(tmp_path):
     """`make run` in miniature: serve, create an admin while it runs, sign in, stop with
     Ctrl-C (SIGINT), and find the embedded server stopped and its data kept."""

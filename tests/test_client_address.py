@@ -11,7 +11,7 @@ import pytest
 from app.main import create_app
 from app.security.client_ip import client_ip
 from app.settings import Settings
-from tests.conftest import make_settings
+from tests.conftest import FAROE_SECRET, make_settings
 from tests.helpers import PASSWORD, unique_email
 from tests.process_support import free_port, process_env, serving
 
@@ -26,7 +26,7 @@ def server(database_url: str) -> Iterator[str]:
         WORKERS="1",
         LOG_LEVEL="warning",
         MIGRATE_ON_START="false",
-        FAROE_SECRET="forwarded-for-tests-faroe-secret-0123456789",
+        FAROE_SECRET=FAROE_SECRET,
         RATE_LIMITS="on",
         # Windows are aligned to the epoch: a day-long one is not crossed during a test.
         RATE_LIMIT_SIGNUP_IP=f"{SIGNUP_LIMIT}/86400",
