@@ -145,6 +145,23 @@ class Settings(BaseSettings):
         return [ipaddress.ip_network(p, strict=False) for p in parts]
 
 
+def unsafe_modes(settings: Settings) -> list[str]:
+    """One line for each unsafe mode `settings` asks for, saying what it disables: logged at
+    every start, so a mode left on by mistake is seen before anything relies on it."""
+    modes = []
+    if settings.faroe_auth == "none":
+        modes.append(
+            "FAROE_AUTH=none: POST /v1/faroe/actions serves unsigned requests (no signature "
+            "check); keep it reachable only from the Faroe server's private network"
+        )
+    if settings.rate_limits == "off":
+        modes.append(
+            "RATE_LIMITS=off: no rate limit on any route (sign-in, sign-up, refresh, admin, "
+            "Faroe); password guessing is unlimited"
+        )
+    return modes
+
+
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
