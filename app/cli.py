@@ -7,12 +7,17 @@ server is up joins the running embedded server instead of starting a second one.
 
 import argparse
 import asyncio
+import getpass
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
 from app import db as database
+from app.services import admin_cli
+from app.services.admin_cli import UserError
 from app.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -45,6 +50,9 @@ def serve(settings: Settings) -> None:
             log_config=log_config,
             # app/middleware.py writes the access log, with the route template and the user.
             access_log=False,
+            # uvicorn would otherwise rewrite the client address from X-Forwarded-For for any
+            # loopback peer, before TRUSTED_PROXIES (app/security/client_ip.py) is consulted.
+            proxy_headers=False,
         )
     finally:
         if embedded is not None:
@@ -61,21 +69,50 @@ def migrate(settings: Settings) -> None:
             embedded.stop()
 
 
-async def _create_admin(url: str, settings: Settings, email: str, password: str, app: str) -> str:
-    from app.services import admin_cli
-
-    return await admin_cli.create_admin(url, settings, email, password, app)
+PASSWORD_ENV = "USERKEEP_ADMIN_PASSWORD"  # noqa: S105 - the variable's name
 
 
-def create_admin(settings: Settings, email: str, password: str, app: str) -> None:
-    url, embedded = database.resolve_database_url(settings)
-    try:
-        database.migrate(url)
-        message = asyncio.run(_create_admin(url, settings, email, password, app))
-        print(message)
-    finally:
-        if embedded is not None:
-            embedded.stop()
+def _password_reader(from_stdin: bool) -> Callable[[], str]:
+    """Where a new admin's password comes from: never argv, which every local user can read
+    (ps, /proc/PID/cmdline) and which shells keep in their history."""
+
+    def read() -> str:
+        if from_stdin:
+            password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+            if not password:
+                raise UserError("--password-stdin: no password on the first line of stdin")
+            return password
+        if password := os.environ.get(PASSWORD_ENV, ""):
+            return password
+        if sys.stdin.isatty():
+            password = getpass.getpass("Password for the new admin: ")
+            if getpass.getpass("Password again: ") != password:
+                raise UserError("the two passwords do not match")
+            return password
+        raise UserError(
+            f"no password: give --password-stdin, set {PASSWORD_ENV}, or run in a terminal "
+            "to be asked"
+        )
+
+    return read
+
+
+def create_admin(
+    settings: Settings, email: str, app: str, password_stdin: bool, promote_existing: bool
+) -> None:
+    print(
+        _run(
+            settings,
+            lambda url: admin_cli.create_admin(
+                url,
+                settings,
+                email,
+                app,
+                read_password=_password_reader(password_stdin),
+                promote_existing=promote_existing,
+            ),
+        )
+    )
 
 
 def _run(settings: Settings, work: Callable[[str], Coroutine[Any, Any, T]]) -> T:
@@ -90,8 +127,6 @@ def _run(settings: Settings, work: Callable[[str], Coroutine[Any, Any, T]]) -> T
 
 
 def create_api_key(settings: Settings, app: str, name: str) -> None:
-    from app.services import admin_cli
-
     message, secret = _run(settings, lambda url: admin_cli.create_api_key(url, settings, app, name))
     # The secret alone on stdout (KEY=$(python -m app create-api-key …)); it is not stored.
     print(message + "; the secret below is shown only once", file=sys.stderr)
@@ -99,8 +134,6 @@ def create_api_key(settings: Settings, app: str, name: str) -> None:
 
 
 def purge(settings: Settings, user_id: str | None) -> None:
-    from app.services import admin_cli
-
     print(_run(settings, lambda url: admin_cli.purge(url, settings, user_id)))
 
 
@@ -109,10 +142,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="migrate, then serve on HOST:PORT")
     sub.add_parser("migrate", help="upgrade the database schema to head")
-    admin = sub.add_parser("create-admin", help="create a user with role admin, or promote one")
+    admin = sub.add_parser(
+        "create-admin",
+        help="create a user with role admin (or promote one: --promote-existing)",
+        # Else `--password X` would be read as an abbreviation of --password-stdin.
+        allow_abbrev=False,
+    )
+    # Kept only to say what replaced it: a password in argv is readable by every local user.
+    admin.add_argument("--password", dest="argv_password", help=argparse.SUPPRESS)
     admin.add_argument("--email", required=True)
-    admin.add_argument("--password", required=True)
     admin.add_argument("--app", default="default", help="app slug (default: default)")
+    source = admin.add_mutually_exclusive_group()
+    source.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help=f"read the new admin's password from the first line of stdin (else {PASSWORD_ENV}, "
+        "else a prompt on a terminal)",
+    )
+    source.add_argument(
+        "--promote-existing",
+        action="store_true",
+        help="if a live account has this e-mail, make it an admin; its password is not touched",
+    )
     key = sub.add_parser("create-api-key", help="create an admin API key; prints its secret once")
     key.add_argument("--app", default="default", help="app slug (default: default)")
     key.add_argument("--name", required=True, help="what the key is for")
@@ -121,15 +172,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     purge_cmd.add_argument("--user-id", help="erase this soft-deleted user (ausr_…) now")
     args = parser.parse_args(argv)
+    if args.command == "create-admin" and args.argv_password is not None:
+        admin.error(
+            f"--password is no longer accepted (argv is visible to other users): use "
+            f"--password-stdin, {PASSWORD_ENV}, or the prompt on a terminal"
+        )
 
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        # One line per bad setting, named as in the environment, without the value given.
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]).upper() or "settings"
+            message = error["msg"].removeprefix("Value error, ")
+            print(f"error: {name}: {message}", file=sys.stderr)
+        sys.exit(2)
     try:
         if args.command == "serve":
             serve(settings)
         elif args.command == "migrate":
             migrate(settings)
         elif args.command == "create-admin":
-            create_admin(settings, args.email, args.password, args.app)
+            create_admin(settings, args.email, args.app, args.password_stdin, args.promote_existing)
         elif args.command == "create-api-key":
             create_api_key(settings, args.app, args.name)
         elif args.command == "purge":
@@ -139,7 +203,3 @@ def main(argv: Sequence[str] | None = None) -> None:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-
-
-class UserError(Exception):
-    """A CLI mistake to report in one line, without a traceback."""

@@ -20,7 +20,7 @@ from app.metrics import Metrics
 from app.middleware import BodyLimit, Observe, RequestId, SecurityHeaders, docs_pages
 from app.security.passwords import PasswordHasher
 from app.services import ratelimit, tenancy
-from app.settings import Settings, get_settings
+from app.settings import Settings, get_settings, unsafe_modes
 
 log = logging.getLogger("userkeep")
 
@@ -156,6 +156,8 @@ def migration_head() -> str:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    for message in unsafe_modes(settings):
+        log.warning(message)
     embedded = None
     if settings.database_url:
         url = settings.database_url
@@ -174,8 +176,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await app.state.lookups.open()
     app.state.hasher = PasswordHasher(settings.hash_concurrency, settings.hash_queue_max)
     app.state.rate_limits = ratelimit.build(settings, engine)
-    if settings.rate_limits == "off":
-        log.warning("RATE_LIMITS=off: sign-in, sign-up and every other route are unlimited")
     app.state.migration_head = migration_head()
     async with app.state.sessions() as db:
         await tenancy.ensure_default_app(db)

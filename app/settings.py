@@ -10,6 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.limits import parse_limits
 
+FAROE_SECRET_MIN_BYTES = 32
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
@@ -68,7 +70,9 @@ class Settings(BaseSettings):
     # signed with FAROE_SECRET (HMAC-SHA256); with no secret the endpoint answers 503. Only
     # FAROE_AUTH=none, asked for by name, serves unsigned requests (a private network).
     faroe_secret: SecretStr | None = Field(
-        default=None, description="HMAC-SHA256 key the Faroe server signs its requests with"
+        default=None,
+        description=f"HMAC-SHA256 key the Faroe server signs its requests with, at least "
+        f"{FAROE_SECRET_MIN_BYTES} bytes; unset or empty = the endpoint answers 503",
     )
     faroe_auth: Literal["hmac", "none"] = Field(
         default="hmac", description="'hmac' (signed requests) or 'none' (no check at all)"
@@ -118,6 +122,21 @@ class Settings(BaseSettings):
         parse_limits(value)
         return value
 
+    @field_validator("faroe_secret")
+    @classmethod
+    def _faroe_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Empty is how env files and compose files leave a variable unset.
+        if value is None or not value.get_secret_value():
+            return None
+        # A short key can be guessed offline from one signed request; 32 bytes is HMAC-SHA256's
+        # output size (RFC 2104 section 3).
+        if len(value.get_secret_value().encode("utf-8")) < FAROE_SECRET_MIN_BYTES:
+            raise ValueError(
+                f"must be at least {FAROE_SECRET_MIN_BYTES} bytes (UTF-8); make one with "
+                '`python -c "import secrets; print(secrets.token_hex(32))"`'
+            )
+        return value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: str) -> str:
@@ -129,6 +148,23 @@ class Settings(BaseSettings):
     def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         parts = [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
         return [ipaddress.ip_network(p, strict=False) for p in parts]
+
+
+def unsafe_modes(settings: Settings) -> list[str]:
+    """One line for each unsafe mode `settings` asks for, saying what it disables: logged at
+    every start, so a mode left on by mistake is seen before anything relies on it."""
+    modes = []
+    if settings.faroe_auth == "none":
+        modes.append(
+            "FAROE_AUTH=none: POST /v1/faroe/actions serves unsigned requests (no signature "
+            "check); keep it reachable only from the Faroe server's private network"
+        )
+    if settings.rate_limits == "off":
+        modes.append(
+            "RATE_LIMITS=off: no rate limit on any route (sign-in, sign-up, refresh, admin, "
+            "Faroe); password guessing is unlimited"
+        )
+    return modes
 
 
 @lru_cache

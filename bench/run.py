@@ -49,7 +49,7 @@ from bench import fixtures, hash_ceiling, seed_users
 from bench.admin_search import admin_token
 from bench.common import ROOT, bench_db, free_port, start_server
 
-FAROE_SECRET = "userkeep-bench-faroe-secret"
+FAROE_SECRET = "userkeep-bench-faroe-secret-0123456789"  # at least 32 bytes, as required
 FASTAPI_USERS_PYTHON = ROOT / ".data" / "bench" / "fastapi-users-venv" / "bin" / "python"
 RESULTS = ROOT / "bench" / "results" / "latest.md"
 SEARCHES = [
@@ -200,6 +200,8 @@ def start_reference(python: Path | str, module: str, db_url: str, workers: int, 
             str(workers),
             "--log-level",
             "warning",
+            # Like for like: `python -m app serve` runs without uvicorn's proxy headers.
+            "--no-proxy-headers",
         ],
         cwd=ROOT,
         env=env,

@@ -41,7 +41,7 @@ from app import db as database
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "fuzz" / "schemathesis.toml"
-FAROE_SECRET = "fuzz-faroe-secret"  # noqa: S105 - a throwaway server's key
+FAROE_SECRET = "fuzz-faroe-secret-of-at-least-32-bytes"  # noqa: S105 - a throwaway key
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,8 @@ def live_server(url: str, log_path: Path) -> Iterator[str]:
         "--log-level",
         "warning",
         "--no-access-log",
+        # As `python -m app serve`: X-Forwarded-For is TRUSTED_PROXIES' business alone.
+        "--no-proxy-headers",
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)  # noqa: S603

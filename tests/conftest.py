@@ -61,6 +61,10 @@ def database_url() -> Iterator[str]:
             embedded.stop()
 
 
+# The key tests/faroe_support.py signs with (FAROE_SECRET needs at least 32 bytes).
+FAROE_SECRET = "test-faroe-secret-of-at-least-32-bytes"
+
+
 def make_settings(url: str, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "database_url": url,
@@ -68,7 +72,7 @@ def make_settings(url: str, **overrides: object) -> Settings:
         # The concurrency tests send bursts of sign-ups; the overload test builds its own.
         "hash_queue_max": 1000,
         # The Faroe endpoint refuses to serve without a key (tests/test_faroe_*.py sign with it).
-        "faroe_secret": "test-faroe-secret",
+        "faroe_secret": FAROE_SECRET,
         # Most tests send many sign-ins from one address; tests/test_rate_limits.py turns
         # the limits on with small numbers.
         "rate_limits": "off",

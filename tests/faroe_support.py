@@ -21,9 +21,9 @@ from fastapi import FastAPI
 
 from app.faroe.client import FaroeClient, encode_request
 from app.main import create_app
-from tests.conftest import make_settings
+from tests.conftest import FAROE_SECRET, make_settings
 
-SECRET = "test-faroe-secret"
+SECRET = FAROE_SECRET
 INT32_MAX = 2_147_483_647
 INVOCATION_ID = re.compile(r'"action_invocation_id":"([a-z2-9]{24})"')
 ID_ALPHABET = set("abcdefghjkmnopqrstuvwxyz23456789")

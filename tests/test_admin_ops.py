@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from app import clock
-from app.cli import UserError
 from app.services import admin_cli
+from app.services.admin_cli import UserError
 from tests.admin_support import (
     audit_rows,
     auth,

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from app import clock
 from app.faroe.client import FaroeClient, FaroeHTTPError, sign
+from app.settings import Settings
 from tests.conftest import make_settings
 from tests.faroe_support import (
     SECRET,
@@ -332,13 +333,7 @@ async def test_no_secret_is_503_and_logged(
         assert (await c.post(URL, content=GET)).status_code == 503
 
 
-async def test_auth_none_serves_unsigned(
-    database_url: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    from app.api import faroe as faroe_api
-
-    faroe_api._warned.discard("auth-none")
-    caplog.set_level(logging.WARNING, logger="userkeep.faroe")
+async def test_auth_none_serves_unsigned(database_url: str) -> None:
     async with app_with(database_url, faroe_secret=None, faroe_auth="none") as c:
         response = await c.post(URL, content=GET)
         assert normalize(response.content) == NOT_FOUND
@@ -346,8 +341,25 @@ async def test_auth_none_serves_unsigned(
         # A signature, even a wrong one, is simply not looked at.
         response = await c.post(URL, content=GET, headers=sign("whatever", GET, 0))
         assert normalize(response.content) == NOT_FOUND
-    messages = [r.getMessage() for r in caplog.records if r.name == "userkeep.faroe"]
-    assert len(messages) == 1 and "FAROE_AUTH=none" in messages[0]
+
+
+@pytest.mark.parametrize(
+    "secret", ["short", "x" * 31, "\u00e9" * 15 + "x"], ids=["short", "31-ascii", "31-bytes"]
+)
+def test_secret_shorter_than_32_bytes_stops_the_start(secret: str) -> None:
+    with pytest.raises(ValidationError, match="at least 32 bytes"):
+        Settings(_env_file=None, faroe_secret=secret)
+
+
+@pytest.mark.parametrize("secret", ["x" * 32, "\u00e9" * 16], ids=["32-ascii", "32-bytes"])
+def test_secret_of_32_bytes_is_accepted(secret: str) -> None:
+    settings = Settings(_env_file=None, faroe_secret=secret)
+    assert settings.faroe_secret is not None
+    assert settings.faroe_secret.get_secret_value() == secret
+
+
+def test_empty_secret_means_unset() -> None:
+    assert Settings(_env_file=None, faroe_secret="").faroe_secret is None
 
 
 @pytest.mark.parametrize("value", ["None", "off", "", "HMAC", "false"])

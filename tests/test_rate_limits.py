@@ -21,7 +21,7 @@ from app.main import create_app
 from app.security.client_ip import client_ip
 from app.settings import Settings
 from tests.admin_support import auth, default_app, make_admin
-from tests.conftest import make_settings
+from tests.conftest import FAROE_SECRET, make_settings
 from tests.helpers import PASSWORD, bearer, unique_email
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -254,15 +254,12 @@ async def test_faroe_route_per_ip(connect):
             "/v1/faroe/actions",
             content=body,
             # Signed at the app's clock, which this module moves to the start of an hour.
-            headers=sign(SECRET, body, int(clock.now().timestamp())),
+            headers=sign(FAROE_SECRET, body, int(clock.now().timestamp())),
         )
 
     for _ in range(3):
         assert (await call()).status_code == 200
     assert_limited(await call())
-
-
-SECRET = "test-faroe-secret"
 
 
 async def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(connect):

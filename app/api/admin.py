@@ -23,7 +23,6 @@ from app.api.admin_schemas import (
     ApiKeysOut,
     AppIn,
     AppOut,
-    AppRef,
     AppsOut,
     AuditEventsOut,
     AuditQuery,
@@ -40,7 +39,7 @@ from app.api.admin_schemas import (
     UserListQuery,
 )
 from app.api.deps import Config, Db, From, Hasher, rate_limit
-from app.api.schemas import ErrorOut, SessionId, StatusOut, UserId, UserOut
+from app.api.schemas import AppRef, ErrorOut, SessionId, StatusOut, UserId, UserOut
 from app.services import admin, admin_auth, api_keys, apps
 from app.services.admin_auth import AdminPrincipal
 

@@ -5,7 +5,6 @@ user fields reuse the types (and so the rules) of api/schemas.py.
 """
 
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -23,9 +22,12 @@ from pydantic import (
 from app.api.schemas import (
     CLEARED_USERNAME,
     NO_NUL,
+    SLUG_PATTERN,
     SPACE,
+    AppRef,
     AuditEventOut,
     Email,
+    EnvRef,
     Image,
     Keywords,
     Metadata,
@@ -45,17 +47,6 @@ from app.services import apps, users
 
 MAX_OFFSET = 10_000_000
 MAX_BAN_SECONDS = 100 * 365 * 86400
-
-
-def _ref(prefix: Prefix) -> Callable[[str], str]:
-    """A slug or a TypeID with `prefix`: anything with '_' must be a well-formed TypeID
-    (slugs never contain '_'), anything else a well-formed slug."""
-    check_id = checker(prefix)
-
-    def check(value: str) -> str:
-        return check_id(value) if "_" in value else apps.clean_slug(value)
-
-    return check
 
 
 # RFC 3339 date-time (JSON Schema's `date-time`): pydantic alone would also take Unix seconds
@@ -96,27 +87,6 @@ def _actor_id(value: str) -> str:
     return value
 
 
-SLUG_PATTERN = "^[a-z0-9][a-z0-9-]{1,62}$"  # apps.SLUG_RE
-
-
-def _ref_pattern(prefix: Prefix) -> str:
-    return f"(?:{typeid_pattern(prefix)})|(?:{SLUG_PATTERN})"
-
-
-AppRef = Annotated[
-    str,
-    StringConstraints(max_length=64),
-    AfterValidator(_ref(Prefix.APP)),
-    Field(description="app slug or aapp_ id", examples=["default"]),
-    Keywords(pattern=_ref_pattern(Prefix.APP)),
-]
-EnvRef = Annotated[
-    str,
-    StringConstraints(max_length=64),
-    AfterValidator(_ref(Prefix.ENV)),
-    Field(description="environment slug or aenv_ id", examples=["production"]),
-    Keywords(pattern=_ref_pattern(Prefix.ENV)),
-]
 Slug = Annotated[
     str,
     StringConstraints(max_length=63),

@@ -7,6 +7,7 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from app.api.schemas import AppRef, EnvRef
 from app.security.client_ip import client_ip
 from app.security.passwords import PasswordHasher
 from app.services import sessions
@@ -72,12 +73,8 @@ def rate_limit(rule: str) -> Callable[..., Awaitable[None]]:
 
 
 def get_tenant_headers(
-    x_app_id: Annotated[
-        str | None, Header(max_length=64, description="app slug or aapp_ id")
-    ] = None,
-    x_env_id: Annotated[
-        str | None, Header(max_length=64, description="env slug or aenv_ id")
-    ] = None,
+    x_app_id: Annotated[AppRef | None, Header(description="app slug or aapp_ id")] = None,
+    x_env_id: Annotated[EnvRef | None, Header(description="environment slug or aenv_ id")] = None,
 ) -> dict[str, str]:
     """The app/env a public call targets, from headers; the body's app_id/env_id win over them."""
     refs = {"app_id": x_app_id, "env_id": x_env_id}

@@ -50,11 +50,7 @@ def _refusal(
 ) -> Response | None:
     """None when the request may be served, else the (empty-bodied) answer refusing it."""
     if settings.faroe_auth == "none":
-        _warn_once(
-            "auth-none",
-            "POST /v1/faroe/actions serves unsigned requests (FAROE_AUTH=none): keep it "
-            "reachable only from the Faroe server's private network",
-        )
+        # Announced at start (settings.unsafe_modes), not here on first use.
         return None
     secret = settings.faroe_secret.get_secret_value() if settings.faroe_secret else ""
     if not secret:

@@ -3,6 +3,7 @@
 Request models forbid unknown fields (422) and run the field rules of services/users.py.
 """
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -21,7 +22,7 @@ from pydantic_core import CoreSchema
 
 from app.ids import Prefix, checker
 from app.security.passwords import common_passwords
-from app.services import users
+from app.services import apps, users
 
 
 class Keywords:
@@ -152,11 +153,40 @@ NewPassword = Annotated[
         f"{len(common_passwords())} most common passwords (case-insensitive)",
     ),
 ]
-Ref = Annotated[
+SLUG_PATTERN = "^[a-z0-9][a-z0-9-]{1,62}$"  # apps.SLUG_RE
+
+
+def _ref(prefix: Prefix) -> Callable[[str], str]:
+    """A slug or a TypeID with `prefix`: anything with '_' must be a well-formed TypeID
+    (slugs never contain '_'), anything else a well-formed slug. So a mistyped or wrong-prefix
+    id is a 422 naming the field, never a 404 from looking it up as a slug."""
+    check_id = checker(prefix)
+
+    def check(value: str) -> str:
+        return check_id(value) if "_" in value else apps.clean_slug(value)
+
+    return check
+
+
+def _ref_pattern(prefix: Prefix) -> str:
+    return f"(?:{typeid_pattern(prefix)})|(?:{SLUG_PATTERN})"
+
+
+# An app or environment named by a caller, on public and admin routes alike (body, query,
+# header).
+AppRef = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=64),
-    AfterValidator(users.reject_nul),
-    Keywords(pattern=NO_NUL),
+    StringConstraints(max_length=64),
+    AfterValidator(_ref(Prefix.APP)),
+    Field(description="app slug or aapp_ id", examples=["default"]),
+    Keywords(pattern=_ref_pattern(Prefix.APP)),
+]
+EnvRef = Annotated[
+    str,
+    StringConstraints(max_length=64),
+    AfterValidator(_ref(Prefix.ENV)),
+    Field(description="environment slug or aenv_ id", examples=["production"]),
+    Keywords(pattern=_ref_pattern(Prefix.ENV)),
 ]
 SessionId = Annotated[str, AfterValidator(checker(Prefix.SESSION)), typeid(Prefix.SESSION)]
 UserId = Annotated[str, AfterValidator(checker(Prefix.USER)), typeid(Prefix.USER)]
@@ -188,8 +218,10 @@ class SignupIn(Strict):
     phone: Phone | None = None
     image: Image | None = None
     metadata: Metadata | None = None
-    app_id: Ref | None = Field(default=None, description="app slug or aapp_ id; default app")
-    env_id: Ref | None = Field(default=None, description="environment slug or aenv_ id")
+    app_id: AppRef | None = Field(default=None, description="app slug or aapp_ id; default app")
+    env_id: EnvRef | None = Field(
+        default=None, description="environment slug or aenv_ id; the app's default"
+    )
 
 
 class SigninIn(Strict):
@@ -210,8 +242,8 @@ class SigninIn(Strict):
     )
     username: SigninUsername | None = None
     password: Password
-    app_id: Ref | None = None
-    env_id: Ref | None = None
+    app_id: AppRef | None = None
+    env_id: EnvRef | None = None
 
     @model_validator(mode="after")
     def one_identifier(self) -> "SigninIn":

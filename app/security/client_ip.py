@@ -3,35 +3,42 @@
 X-Forwarded-For is written by whoever sends the request, so it is believed only when the socket
 peer is a configured trusted proxy (TRUSTED_PROXIES), and then only as far as the chain of
 trusted proxies goes: the right-most address that is not a trusted proxy is the client.
+
+Whatever is returned is an IP address in its canonical spelling, or None: the value is stored
+in audit and session rows and shown to admins and users, so text that merely claims to be an
+address (a peer name from a server in front of us, a header) never gets that far.
 """
 
 import ipaddress
 from collections.abc import Sequence
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def _trusted(address: str, networks: Sequence[Network]) -> bool:
+def _address(value: str | None) -> Address | None:
+    if not value:
+        return None
     try:
-        ip = ipaddress.ip_address(address)
+        return ipaddress.ip_address(value.strip())
     except ValueError:
-        return False
-    return any(ip in network for network in networks)
+        return None
 
 
 def client_ip(
     peer: str | None, forwarded_for: str | None, trusted: Sequence[Network]
 ) -> str | None:
-    if peer is None or not trusted or not forwarded_for or not _trusted(peer, trusted):
-        return peer
-    hops = [hop.strip() for hop in forwarded_for.split(",")]
+    address = _address(peer)
+    if address is None:
+        return None
+    if not trusted or not forwarded_for or not any(address in net for net in trusted):
+        return str(address)
+    hops = [_address(hop) for hop in forwarded_for.split(",")]
     for hop in reversed(hops):
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
+        if hop is None:
             # A malformed entry: nothing to its left can be trusted either.
-            return peer
-        if not _trusted(hop, trusted):
-            return hop
+            return str(address)
+        if not any(hop in net for net in trusted):
+            return str(hop)
     # Every hop is a proxy of ours: the left-most is as close to the client as we can know.
-    return hops[0]
+    return str(hops[0])

@@ -1,9 +1,9 @@
 """Operator actions run from the command line (no HTTP), on the same services as the API."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -19,11 +19,25 @@ from app.settings import Settings
 CLI = Origin(ip=None, user_agent="userkeep-cli")
 
 
-async def create_admin(url: str, settings: Settings, email: str, password: str, app: str) -> str:
-    """Create the user with role admin in the app's default environment, or promote an existing
-    one (its password is then left alone)."""
-    from app.cli import UserError
+class UserError(Exception):
+    """A CLI mistake to report in one line, without a traceback."""
 
+
+async def create_admin(
+    url: str,
+    settings: Settings,
+    email: str,
+    app: str,
+    *,
+    read_password: Callable[[], str],
+    promote_existing: bool = False,
+) -> str:
+    """Create the user with role admin in the app's default environment; with
+    `promote_existing`, promote the live account that has the e-mail instead.
+
+    An existing account is never promoted by default: anyone may have signed up with the
+    operator's e-mail first, and its password (theirs, not the operator's) would stay. The
+    password is asked for (`read_password`) only when an account is about to be created."""
     try:
         email = users.clean_email(email)
     except ValueError as exc:
@@ -44,53 +58,78 @@ async def create_admin(url: str, settings: Settings, email: str, password: str, 
                         select(User).where(
                             col(User.app_id) == env.app_id,
                             col(User.env_id) == env.id,
-                            func.lower(User.email) == email.lower(),
+                            users.email_matches(email),
                             col(User.deleted_at).is_(None),
                         )
                     )
                 ).scalar_one_or_none()
-            if existing is not None:
-                async with db.begin():
-                    user = await users.lock(db, existing.id)
-                    user.role = "admin"
-                    users.touch(user)
-                    audit.record(
-                        db,
-                        "admin.promoted",
-                        origin=CLI,
-                        app_id=user.app_id,
-                        env_id=user.env_id,
-                        actor_type="system",
-                        target_user_id=user.id,
+            if promote_existing:
+                if existing is None:
+                    raise UserError(
+                        f"no account with e-mail {email} in app {app} to promote; leave out "
+                        "--promote-existing to create one"
                     )
-                return f"promoted {user.id} <{user.email}> to admin"
-            try:
-                check_policy(password, settings.password_min_length, settings.password_max_length)
-            except ApiError as exc:
-                raise UserError(exc.message) from None
-            password_hash = await PasswordHasher().hash(password)
-            async with db.begin():
-                user = await users.insert(
-                    db,
-                    app_id=env.app_id,
-                    env_id=env.id,
-                    email=email,
-                    password_hash=password_hash,
-                    email_verified=True,
-                    role="admin",
+                return await _promote(db, existing.id)
+            if existing is not None:
+                raise UserError(
+                    f"an account with e-mail {existing.email} already exists in app {app} "
+                    f"({existing.id}); --promote-existing would make it an admin without "
+                    "touching its password"
                 )
-                audit.record(
-                    db,
-                    "admin.created",
-                    origin=CLI,
-                    app_id=user.app_id,
-                    env_id=user.env_id,
-                    actor_type="system",
-                    target_user_id=user.id,
-                )
-            return f"created admin {user.id} <{user.email}>"
+            return await _create(db, settings, env.app_id, env.id, email, read_password())
     finally:
         await engine.dispose()
+
+
+async def _promote(db: AsyncSession, user_id: str) -> str:
+    async with db.begin():
+        user = await users.lock(db, user_id)
+        user.role = "admin"
+        users.touch(user)
+        audit.record(
+            db,
+            "admin.promoted",
+            origin=CLI,
+            app_id=user.app_id,
+            env_id=user.env_id,
+            actor_type="system",
+            target_user_id=user.id,
+        )
+    return f"promoted {user.id} <{user.email}> to admin; its password is unchanged"
+
+
+async def _create(
+    db: AsyncSession, settings: Settings, app_id: str, env_id: str, email: str, password: str
+) -> str:
+    try:
+        check_policy(password, settings.password_min_length, settings.password_max_length)
+    except ApiError as exc:
+        raise UserError(exc.message) from None
+    password_hash = await PasswordHasher().hash(password)
+    try:
+        async with db.begin():
+            user = await users.insert(
+                db,
+                app_id=app_id,
+                env_id=env_id,
+                email=email,
+                password_hash=password_hash,
+                email_verified=True,
+                role="admin",
+            )
+            audit.record(
+                db,
+                "admin.created",
+                origin=CLI,
+                app_id=user.app_id,
+                env_id=user.env_id,
+                actor_type="system",
+                target_user_id=user.id,
+            )
+    except ApiError as exc:
+        # Someone signed up with the e-mail while the password was being read.
+        raise UserError(exc.message) from None
+    return f"created admin {user.id} <{user.email}>"
 
 
 @asynccontextmanager
@@ -106,8 +145,6 @@ async def _session(url: str, settings: Settings) -> AsyncIterator[AsyncSession]:
 
 async def create_api_key(url: str, settings: Settings, app: str, name: str) -> tuple[str, str]:
     """A new API key for the app: (a description for people, the secret — shown only now)."""
-    from app.cli import UserError
-
     name = name.strip()
     if not 1 <= len(name) <= 256:
         raise UserError("name must be 1-256 characters")
@@ -122,8 +159,6 @@ async def create_api_key(url: str, settings: Settings, app: str, name: str) -> t
 
 async def purge(url: str, settings: Settings, user_id: str | None) -> str:
     """Erase soft-deleted users past RETENTION_DAYS in every app, or one deleted user now."""
-    from app.cli import UserError
-
     if user_id is not None and not is_valid(user_id, Prefix.USER):
         raise UserError("--user-id must be a TypeID with prefix ausr_")
     async with _session(url, settings) as db:
