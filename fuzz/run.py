@@ -41,6 +41,7 @@ from app import db as database
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "fuzz" / "schemathesis.toml"
+REPORTS = ROOT / ".data" / "fuzz"  # the last run's JSON reports and server log
 FAROE_SECRET = "fuzz-faroe-secret-of-at-least-32-bytes"  # noqa: S105 - a throwaway key
 
 
@@ -171,9 +172,15 @@ def _wait_ready(base: str, process: subprocess.Popen[bytes], timeout: float = 60
 
 
 def run_phase(
-    phase: Phase, base: str, url: str, tmp: Path, max_examples: int, seed: int | None
+    phase: Phase,
+    base: str,
+    url: str,
+    tmp: Path,
+    reports: Path,
+    max_examples: int,
+    seed: int | None,
 ) -> Outcome:
-    report = tmp / f"{phase.name}.json"
+    report = reports / f"{phase.name}.json"
     command = [
         str(Path(sys.executable).parent / "schemathesis"),
         "--config-file",
@@ -237,11 +244,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="userkeep-fuzz-"))
     tmp.chmod(0o755)  # as root, the embedded server runs as another user
     outcomes: list[Outcome] = []
-    log_path = tmp / "server.log"
+    # The reports and the server log outlive the run (the throwaway database does not):
+    # Schemathesis prints their paths, which must still exist when someone follows them.
+    reports = REPORTS
+    shutil.rmtree(reports, ignore_errors=True)
+    reports.mkdir(parents=True)
+    log_path = reports / "server.log"
     try:
         with embedded_database(tmp) as url, live_server(url, log_path) as base:
             for phase in phases:
-                outcomes.append(run_phase(phase, base, url, tmp, args.max_examples, args.seed))
+                outcomes.append(
+                    run_phase(phase, base, url, tmp, reports, args.max_examples, args.seed)
+                )
         server_log = log_path.read_text(errors="replace")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -257,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n== server log (errors) ==\n" + server_log[-20000:])
     failed = sum(o.returncode != 0 for o in outcomes)
     print(f"  total {time.monotonic() - started:.1f} s")
-    print(f"fuzz: {len(outcomes) - failed} passed, {failed} failed")
+    print(f"fuzz: {len(outcomes) - failed} passed, {failed} failed; reports in {reports}")
     return 1 if failed else 0
 
 
