@@ -7,6 +7,9 @@ boundary; every rule pairs a short burst window with a long one to bound that.
 
 The rules and their defaults live in Settings (RATE_LIMIT_*); `RATE_LIMITS=off` turns them all
 off and must be asked for by name.
+
+The same stores also remember one-time values (`first_use`: the Faroe endpoint's seen request
+signatures). That is a security check, not a limit, so `RATE_LIMITS=off` leaves it on.
 """
 
 import math
@@ -49,6 +52,9 @@ class Store(Protocol):
     async def peek(self, key: str, window: int, now: float) -> int:
         """The count in the current window, without counting."""
 
+    async def first_use(self, key: str, ttl: int, now: float) -> bool:
+        """True exactly once for `key` until `ttl` seconds after `now`, on every node at once."""
+
     async def close(self) -> None: ...
 
 
@@ -64,6 +70,8 @@ class PostgresStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # first_use is one statement on the Faroe read path: no BEGIN/COMMIT round trips.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._since_prune = 0
 
     async def incr(self, key: str, window: int, now: float) -> int:
@@ -100,6 +108,26 @@ class PostgresStore:
                 )
             ).scalar_one_or_none()
         return int(count or 0)
+
+    async def first_use(self, key: str, ttl: int, now: float) -> bool:
+        # One atomic statement: a concurrent duplicate waits on the row the winner inserts, then
+        # finds it unexpired and returns nothing. An expired leftover (not yet pruned) is reused.
+        # window_start records when the key was first used; count is unused.
+        async with self._autocommit.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "INSERT INTO rate_limits (key, window_start, expires_at, count) "
+                        "VALUES (:k, :now, :e, 1) "
+                        "ON CONFLICT (key) DO UPDATE SET window_start = EXCLUDED.window_start, "
+                        "expires_at = EXCLUDED.expires_at, count = 1 "
+                        "WHERE rate_limits.expires_at <= :now "
+                        "RETURNING 1"
+                    ),
+                    {"k": f"once:{key}", "now": int(now), "e": math.ceil(now + ttl)},
+                )
+            ).first()
+        return row is not None
 
     async def close(self) -> None:
         """The engine belongs to the app."""
@@ -138,6 +166,15 @@ class RedisStore:
         except RedisError as exc:
             raise ServiceUnavailable("rate-limit store unavailable") from exc
         return int(value or 0)
+
+    async def first_use(self, key: str, ttl: int, now: float) -> bool:
+        from redis.exceptions import RedisError
+
+        try:
+            created = await self.redis.set(f"userkeep:once:{key}", 1, nx=True, ex=max(1, ttl))
+        except RedisError as exc:
+            raise ServiceUnavailable("rate-limit store unavailable") from exc
+        return bool(created)
 
     async def close(self) -> None:
         await self.redis.aclose()
