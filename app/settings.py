@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     hash_concurrency: int = Field(default=0, ge=0, description="0 = number of cores")
     hash_queue_max: int = Field(default=16, ge=0)
 
+    # argon2id for new hashes (and the re-hash of a weaker one at sign-in). The defaults are
+    # OWASP's minimum; a stock Faroe server uses argon2id.3.65536.1.32 (time 3, 64 MiB, 1 lane),
+    # and with the same values here the REST door's hashes are ones it can verify.
+    argon2_time_cost: int = Field(default=2, ge=1, description="argon2id passes over memory")
+    argon2_memory_kib: int = Field(default=19456, ge=8, description="argon2id memory, KiB")
+    argon2_parallelism: int = Field(default=1, ge=1, description="argon2id lanes")
+
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     # A dead or stalled database must answer 503 within seconds, never hang a request.

@@ -495,7 +495,8 @@ def render(cfg: Config, facts: dict, results: dict, load: tuple[float, float, fl
     row("ref: fastapi-users DatabaseStrategy, GET /users/me", "fastapi-users")
     if hashes:
         lines.append(
-            f"| ref: argon2id m=19456,t=2,p=1 hashes/s, {hashes['processes']} processes | "
+            f"| ref: argon2id {hash_ceiling.parameters()} hashes/s, {hashes['processes']} "
+            "processes | "
             f"{hashes['hashes_per_second']:,.1f} | - | - | - | the ceiling for sign-in |"
         )
     targets = []

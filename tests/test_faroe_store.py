@@ -16,7 +16,6 @@ import pytest
 
 from app import clock
 from app.faroe.client import FaroeClient, encode_request
-from app.security.passwords import CONTEXT
 from app.services.faroe import (
     FaroePassword,
     password_from_faroe,
@@ -33,9 +32,10 @@ from tests.faroe_support import (
     faroe_audit,
     parse_strict,
 )
-from tests.helpers import PASSWORD, bearer, signup, unique_email
+from tests.helpers import PASSWORD, bearer, default_context, signup, unique_email
 
 FAROE_ALGORITHM = Argon2id()  # argon2id.2.19456.1.32: Userkeep's own parameters
+CONTEXT = default_context()
 
 
 @pytest.fixture
@@ -308,8 +308,8 @@ async def test_password_set_through_rest_is_served_to_faroe(
 async def test_faroe_password_with_other_parameters_is_upgraded_by_rest(
     client: httpx.AsyncClient, faroe: FaroeServerDouble
 ) -> None:
-    """A Faroe configured with other argon2id parameters: the REST door still verifies its
-    hashes, and re-hashes with its own parameters on sign-in (no counter moves)."""
+    """A Faroe configured with weaker argon2id parameters than ARGON2_*: the REST door still
+    verifies its hashes, and re-hashes with its own parameters on sign-in (no counter moves)."""
     faroe.algorithm = Argon2id(time=1, memory=1024, threads=2)
     email = unique_email("faroe")
     user_id = await faroe_signup(faroe, email, PASSWORD)

@@ -68,7 +68,7 @@ async def create_admin(url: str, settings: Settings, email: str, password: str, 
                 check_policy(password, settings.password_min_length, settings.password_max_length)
             except ApiError as exc:
                 raise UserError(exc.message) from None
-            password_hash = await PasswordHasher().hash(password)
+            password_hash = await PasswordHasher.from_settings(settings).hash(password)
             async with db.begin():
                 user = await users.insert(
                     db,
