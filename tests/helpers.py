@@ -6,7 +6,7 @@ from typing import Any
 import httpx
 from passlib.context import CryptContext
 
-from app.security.argon2_params import Argon2Parameters
+from app.security.argon2_params import Argon2Bounds, Argon2Parameters
 from app.security.passwords import make_context
 from app.settings import Settings
 
@@ -30,8 +30,9 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-# The settings of an app left at its defaults, for code under test without an app.
+# The password settings of an app left at its defaults, for code under test without an app.
 DEFAULTS = Settings(_env_file=None)
+DEFAULT_BOUNDS = Argon2Bounds.from_settings(DEFAULTS)
 
 
 def default_context() -> CryptContext:

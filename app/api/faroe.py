@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from app import clock
-from app.api.deps import Config, Db, From, Limits, rate_limit
+from app.api.deps import Config, Db, From, Hasher, Limits, rate_limit
 from app.faroe import protocol
 from app.services import faroe
 from app.services.ratelimit import Store
@@ -145,7 +145,10 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
             }
         },
     },
-    400: {"description": "Invalid request (not the protocol's JSON); empty body."},
+    400: {
+        "description": "Invalid request (not the protocol's JSON, or an argon2id password hash "
+        "out of the ARGON2_MAX_* bounds); empty body."
+    },
     401: {"description": "Missing, stale, wrong or already used signature; empty body."},
     413: {"description": "Body over MAX_BODY_BYTES (the usual error envelope)."},
     503: {"description": "FAROE_SECRET is not set or FAROE_APP names no app; empty body."},
@@ -181,7 +184,7 @@ _HEADERS = [
     summary="Faroe user-server action invocation endpoint",
 )
 async def invoke_action(
-    request: Request, db: Db, settings: Config, origin: From, rules: Limits
+    request: Request, db: Db, settings: Config, origin: From, rules: Limits, hasher: Hasher
 ) -> Response:
     """Invoke one of the seven Faroe user-server actions on the user store of `FAROE_APP`
     (its default environment). Wire-compatible with `@faroe/user-server`; see docs/faroe.md.
@@ -203,7 +206,14 @@ async def invoke_action(
         return Response(status_code=400)
     invocation_id = protocol.generate_action_invocation_id()
     try:
-        user = await faroe.invoke(db, settings.faroe_app, action, invocation_id, origin)
+        # The REST door's bounds: a password Faroe stores here is one that door will verify.
+        user = await faroe.invoke(
+            db, settings.faroe_app, action, invocation_id, origin, hasher.bounds
+        )
+    except protocol.InvalidRequest as error:
+        # Every such password is refused: the Faroe server's algorithm needs ARGON2_MAX_* raised.
+        log.warning("faroe %s refused as an invalid request: %s", type(action).__name__, error)
+        return Response(status_code=400)
     except protocol.ActionError as error:
         content = protocol.error_result(invocation_id, error.code)
     except faroe.FaroeAppMissing as error:

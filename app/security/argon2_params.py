@@ -1,5 +1,11 @@
-"""Argon2 parameters: those new hashes get, how two sets compare, and the one reader and writer
-of argon2 PHC strings."""
+"""Argon2 parameters: those new hashes get, the bounds on those the service will store or verify,
+and the one reader and writer of argon2 PHC strings.
+
+The bounds exist because a hash carries its own cost: verifying `m=4294967295` tries to allocate
+4 TiB (a 500), and `t=4294967295` holds a hashing slot for hours. So whatever writes a hash the
+service will verify later (Faroe's create_user and update_user_password_hash) is refused out of
+bounds, and a hash already stored out of bounds is never handed to argon2 at all.
+"""
 
 import base64
 import binascii
@@ -9,6 +15,17 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from app.settings import Settings
+
+# What new hashes get besides ARGON2_*: libpass's defaults, and what a stock Faroe server uses.
+HASH_LENGTH = 32
+SALT_LENGTH = 16
+
+# Not settings: they cost nothing to allow and no deployment needs others. 16 bytes is the
+# shortest tag that still has 128 bits; 8 bytes is argon2's own minimum salt.
+MIN_HASH_LENGTH, MAX_HASH_LENGTH = 16, 128
+MIN_SALT_LENGTH, MAX_SALT_LENGTH = 8, 128
+# argon2 needs 8 KiB (two blocks per slice of four) for each lane.
+MIN_MEMORY_KIB_PER_LANE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +48,49 @@ class Argon2Parameters:
         the same passes between threads, so the work per guess is the same whatever their
         number."""
         return self.memory_kib >= other.memory_kib and self.time_cost >= other.time_cost
+
+
+@dataclass(frozen=True, slots=True)
+class Argon2Bounds:
+    max_time_cost: int
+    max_memory_kib: int
+    max_parallelism: int
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "Argon2Bounds":
+        return cls(
+            settings.argon2_max_time_cost,
+            settings.argon2_max_memory_kib,
+            settings.argon2_max_parallelism,
+        )
+
+    def violation(
+        self, parameters: Argon2Parameters, salt_length: int, hash_length: int
+    ) -> str | None:
+        """None when argon2 may run with these, else why not: the one decision, for what Faroe
+        sends, for what is stored, and for the service's own ARGON2_* settings. The reason names
+        the bound only, never a user, a salt or a hash, so it can be logged."""
+        t, m, p = parameters.time_cost, parameters.memory_kib, parameters.parallelism
+        if not 1 <= t <= self.max_time_cost:
+            return f"argon2 time cost {t} outside 1..{self.max_time_cost} (ARGON2_MAX_TIME_COST)"
+        if not 1 <= p <= self.max_parallelism:
+            return (
+                f"argon2 parallelism {p} outside 1..{self.max_parallelism} (ARGON2_MAX_PARALLELISM)"
+            )
+        if not MIN_MEMORY_KIB_PER_LANE * p <= m <= self.max_memory_kib:
+            return (
+                f"argon2 memory {m} KiB outside {MIN_MEMORY_KIB_PER_LANE * p}.."
+                f"{self.max_memory_kib} (8 KiB per lane; ARGON2_MAX_MEMORY_KIB)"
+            )
+        if not MIN_SALT_LENGTH <= salt_length <= MAX_SALT_LENGTH:
+            return (
+                f"argon2 salt of {salt_length} bytes outside {MIN_SALT_LENGTH}..{MAX_SALT_LENGTH}"
+            )
+        if not MIN_HASH_LENGTH <= hash_length <= MAX_HASH_LENGTH:
+            return (
+                f"argon2 hash of {hash_length} bytes outside {MIN_HASH_LENGTH}..{MAX_HASH_LENGTH}"
+            )
+        return None
 
 
 # ---- PHC strings: $argon2<type>$v=<version>$m=<KiB>,t=<passes>,p=<lanes>$<salt>$<hash> --------

@@ -3,13 +3,15 @@
 Hashing goes through libpass's CryptContext: new hashes are argon2id with the ARGON2_* settings,
 while imported bcrypt hashes still verify and are re-hashed on sign-in, as is any argon2 hash
 weaker than ARGON2_*. An argon2id hash at least as strong is never re-hashed: a Faroe server can
-verify only the algorithm ids it knows (DESIGN "Faroe door details").
+verify only the algorithm ids it knows (DESIGN "Faroe door details"). A stored argon2 hash whose
+parameters are out of bounds is never verified (see argon2_params).
 
 Hashing is CPU-bound, so it runs in worker threads, at most `concurrency` at a time; when more
 than `queue_max` requests already wait, the caller gets a 503 at once instead of a long queue.
 """
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -20,12 +22,14 @@ from typing import TYPE_CHECKING, TypeVar
 from passlib.context import CryptContext
 
 from app.errors import ServiceUnavailable, ValidationFailed
-from app.security.argon2_params import VERSION, Argon2Parameters, parse_phc
+from app.security.argon2_params import VERSION, Argon2Bounds, Argon2Parameters, parse_phc
 
 if TYPE_CHECKING:
     from app.settings import Settings
 
 T = TypeVar("T")
+
+log = logging.getLogger("userkeep.passwords")
 
 
 def make_context(parameters: Argon2Parameters) -> CryptContext:
@@ -61,10 +65,12 @@ class PasswordHasher:
     def __init__(
         self,
         parameters: Argon2Parameters,
+        bounds: Argon2Bounds,
         concurrency: int = 0,
         queue_max: int = 16,
     ) -> None:
         self.parameters = parameters
+        self.bounds = bounds
         self.context = make_context(parameters)
         self.concurrency = concurrency or os.cpu_count() or 1
         self.queue_max = queue_max
@@ -78,6 +84,7 @@ class PasswordHasher:
     def from_settings(cls, settings: "Settings") -> "PasswordHasher":
         return cls(
             Argon2Parameters.from_settings(settings),
+            Argon2Bounds.from_settings(settings),
             settings.hash_concurrency,
             settings.hash_queue_max,
         )
@@ -115,12 +122,29 @@ class PasswordHasher:
         return result
 
     async def verify(self, password: str, stored: str | None) -> tuple[bool, str | None]:
-        """(ok, replacement hash or None). With no stored hash, a dummy hash is verified so an
-        unknown account costs the same time as a wrong password."""
-        if stored is None or not self.context.identify(stored):
+        """(ok, replacement hash or None). With no stored hash, or one this service does not
+        verify, a dummy hash is verified so it costs the same time as a wrong password."""
+        if stored is None or not self._verifiable(stored):
             await self._run(self.context.verify, password, await self._dummy())
             return False, None
         return await self._run(self._verify_and_update, password, stored)
+
+    def _verifiable(self, stored: str) -> bool:
+        scheme = self.context.identify(stored)
+        if scheme is None:
+            return False
+        if scheme == "argon2":
+            # The parameters come from the stored string: bounded before argon2 sees them.
+            parsed = parse_phc(stored)
+            problem = (
+                "unreadable argon2 hash"
+                if parsed is None
+                else self.bounds.violation(parsed.parameters, len(parsed.salt), len(parsed.hash))
+            )
+            if problem is not None:
+                log.warning("stored password hash not verified: %s", problem)
+                return False
+        return True
 
     def _verify_and_update(self, password: str, stored: str) -> tuple[bool, str | None]:
         """In a worker thread: the verify and, when the hash is to be replaced, the new hash."""
