@@ -114,3 +114,22 @@ async def test_an_expired_first_use_key_is_reused(database_url):
         assert await store.first_use(k, 60, now + 61) is True
     finally:
         await engine.dispose()
+
+
+async def test_expired_first_use_keys_are_pruned_without_any_counting(database_url, pg):
+    # With RATE_LIMITS=off nothing is ever counted, yet every signed Faroe request leaves a key.
+    engine = create_engine(database_url, make_settings(database_url))
+    store = PostgresStore(engine)
+    store.PRUNE_EVERY = 3
+    now = clock.now().timestamp()
+    try:
+        for _ in range(2):
+            assert await store.first_use(key(), 60, now) is True
+        later = key()
+
+        assert await store.first_use(later, 60, now + 120) is True  # the third call prunes
+
+        rows = await pg.fetch("SELECT key FROM rate_limits WHERE key LIKE 'once:test:%'")
+        assert [row["key"] for row in rows] == [f"once:{later}"]
+    finally:
+        await engine.dispose()

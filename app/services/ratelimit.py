@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import clock
 from app.errors import RateLimited, ServiceUnavailable
@@ -64,7 +64,7 @@ def window_start(window: int, now: float) -> int:
 
 class PostgresStore:
     """One row per key, reset in place when a new window starts (an UNLOGGED table: counters
-    are cheap to lose in a crash). Expired rows are pruned every `PRUNE_EVERY` increments."""
+    are cheap to lose in a crash). Expired rows are pruned every `PRUNE_EVERY` writes."""
 
     PRUNE_EVERY = 1000
 
@@ -91,12 +91,7 @@ class PostgresStore:
                     {"k": key, "w": start, "e": start + window},
                 )
             ).scalar_one()
-            self._since_prune += 1
-            if self._since_prune >= self.PRUNE_EVERY:
-                self._since_prune = 0
-                await conn.execute(
-                    text("DELETE FROM rate_limits WHERE expires_at < :now"), {"now": int(now)}
-                )
+            await self._prune_now_and_then(conn, now)
         return int(count)
 
     async def peek(self, key: str, window: int, now: float) -> int:
@@ -127,7 +122,18 @@ class PostgresStore:
                     {"k": f"once:{key}", "now": int(now), "e": math.ceil(now + ttl)},
                 )
             ).first()
+            # Keys differ per request and are never reused by a later one, so they must be
+            # pruned here too: with RATE_LIMITS=off incr never runs.
+            await self._prune_now_and_then(conn, now)
         return row is not None
+
+    async def _prune_now_and_then(self, conn: AsyncConnection, now: float) -> None:
+        self._since_prune += 1
+        if self._since_prune >= self.PRUNE_EVERY:
+            self._since_prune = 0
+            await conn.execute(
+                text("DELETE FROM rate_limits WHERE expires_at < :now"), {"now": int(now)}
+            )
 
     async def close(self) -> None:
         """The engine belongs to the app."""
