@@ -174,7 +174,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.reads = database.read_session_factory(engine)
     app.state.lookups = database.LookupPool(url, settings)
     await app.state.lookups.open()
-    app.state.hasher = PasswordHasher(settings.hash_concurrency, settings.hash_queue_max)
+    app.state.hasher = PasswordHasher.from_settings(settings)
     app.state.rate_limits = ratelimit.build(settings, engine)
     app.state.migration_head = migration_head()
     async with app.state.sessions() as db:

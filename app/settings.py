@@ -5,7 +5,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.limits import parse_limits
@@ -49,6 +49,21 @@ class Settings(BaseSettings):
     # queue of `hash_queue_max` waiting requests the answer is 503 instead of a long wait.
     hash_concurrency: int = Field(default=0, ge=0, description="0 = number of cores")
     hash_queue_max: int = Field(default=16, ge=0)
+
+    # argon2id for new hashes (and the re-hash of a weaker one at sign-in). The defaults are
+    # OWASP's minimum; a stock Faroe server uses argon2id.3.65536.1.32 (time 3, 64 MiB, 1 lane),
+    # and with the same values here the REST door's hashes are ones it can verify.
+    argon2_time_cost: int = Field(default=2, ge=1, description="argon2id passes over memory")
+    argon2_memory_kib: int = Field(default=19456, ge=8, description="argon2id memory, KiB")
+    argon2_parallelism: int = Field(default=1, ge=1, description="argon2id lanes")
+    # A hash carries its own cost, and one from Faroe or an import is verified like ours: past
+    # these it is refused (Faroe: 400) or fails like a wrong password (stored). Worst case at
+    # once: HASH_CONCURRENCY hashes of ARGON2_MAX_MEMORY_KIB each.
+    argon2_max_time_cost: int = Field(default=10, ge=1, description="largest argon2 t verified")
+    argon2_max_memory_kib: int = Field(
+        default=262144, ge=8, description="largest argon2 m (KiB) verified"
+    )
+    argon2_max_parallelism: int = Field(default=16, ge=1, description="largest argon2 p verified")
 
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
@@ -136,6 +151,22 @@ class Settings(BaseSettings):
                 '`python -c "import secrets; print(secrets.token_hex(32))"`'
             )
         return value
+
+    @model_validator(mode="after")
+    def _argon2_within_bounds(self) -> "Settings":
+        # The service must be able to verify its own hashes.
+        from app.security.argon2_params import (
+            HASH_LENGTH,
+            SALT_LENGTH,
+            Argon2Bounds,
+            Argon2Parameters,
+        )
+
+        bounds = Argon2Bounds.from_settings(self)
+        problem = bounds.violation(Argon2Parameters.from_settings(self), SALT_LENGTH, HASH_LENGTH)
+        if problem is not None:
+            raise ValueError(f"ARGON2_* settings: {problem}")
+        return self
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -16,7 +16,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from app.ids import Prefix, new_id
-from app.security.passwords import CONTEXT
+from app.security.argon2_params import Argon2Parameters
+from app.security.passwords import make_context
+from app.settings import get_settings
 
 BENCH_AGENT = "userkeep-bench"
 SIGNIN_PASSWORD = "userkeep bench sign-in password 7f3a"
@@ -144,7 +146,9 @@ async def seed_signin_users(conn: asyncpg.Connection, count: int) -> list[str]:
     }
     missing = [e for e in emails if e not in have]
     if missing:
-        password_hash = CONTEXT.hash(SIGNIN_PASSWORD)
+        # The served app's own parameters, so sign-in measures a verify and never a re-hash.
+        context = make_context(Argon2Parameters.from_settings(get_settings()))
+        password_hash = context.hash(SIGNIN_PASSWORD)
         now = datetime.now(UTC)
         await conn.copy_records_to_table(
             "users",
@@ -203,7 +207,9 @@ async def seed_fastapi_users(conn: asyncpg.Connection, users: int, tokens: int) 
     table = f'{FASTAPI_USERS_SCHEMA}."user"'
     have = await conn.fetchval(f"SELECT count(*) FROM {table}")  # noqa: S608
     started = time.monotonic()
-    password_hash = CONTEXT.hash("not used by the bench")
+    password_hash = make_context(Argon2Parameters.from_settings(get_settings())).hash(
+        "not used by the bench"
+    )
     batch = 100_000
     for start in range(have, users, batch):
         n = min(batch, users - start)

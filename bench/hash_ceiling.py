@@ -1,5 +1,6 @@
 """The password-hash ceiling: argon2id hashes per second on every core, with Userkeep's own
-CryptContext (m=19456 KiB, t=2, p=1), one process per core and nothing else running.
+CryptContext (the ARGON2_* settings, as the served app reads them), one process per core and
+nothing else running.
 
     .venv/bin/python -m bench.hash_ceiling [--seconds 10] [--processes N]
 
@@ -13,15 +14,27 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 
-def _hash_for(seconds: float) -> tuple[int, float]:
-    from app.security.passwords import CONTEXT
+def parameters() -> str:
+    """The argon2id parameters measured, as `m=…,t=…,p=…`."""
+    from app.security.argon2_params import Argon2Parameters
+    from app.settings import get_settings
 
-    CONTEXT.hash("warm-up password")
+    p = Argon2Parameters.from_settings(get_settings())
+    return f"m={p.memory_kib},t={p.time_cost},p={p.parallelism}"
+
+
+def _hash_for(seconds: float) -> tuple[int, float]:
+    from app.security.argon2_params import Argon2Parameters
+    from app.security.passwords import make_context
+    from app.settings import get_settings
+
+    context = make_context(Argon2Parameters.from_settings(get_settings()))
+    context.hash("warm-up password")
     count = 0
     started = time.perf_counter()
     deadline = started + seconds
     while time.perf_counter() < deadline:
-        CONTEXT.hash("correct horse battery staple")
+        context.hash("correct horse battery staple")
         count += 1
     return count, time.perf_counter() - started
 
@@ -41,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
     result = measure(args.seconds, args.processes)
     print(
-        f"argon2id m=19456,t=2,p=1: {result['hashes_per_second']:.1f} hashes/s "
+        f"argon2id {parameters()}: {result['hashes_per_second']:.1f} hashes/s "
         f"on {result['processes']} processes ({args.seconds:g} s)"
     )
 

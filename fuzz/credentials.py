@@ -18,6 +18,8 @@ from app import clock
 from app import db as database
 from app.ids import Prefix, new_id
 from app.security import passwords, tokens
+from app.security.argon2_params import Argon2Parameters
+from app.settings import Settings
 
 ROLES = ("user", "admin", "api_key")
 # Every minted user's password, so change-password can succeed (fuzz/hooks.py sends it).
@@ -60,7 +62,8 @@ async def _api_key(conn: asyncpg.Connection, app_id: str) -> str:
 
 @cache
 def _password_hash() -> str:
-    digest: str = passwords.CONTEXT.hash(PASSWORD)
+    parameters = Argon2Parameters.from_settings(Settings(_env_file=None))
+    digest: str = passwords.make_context(parameters).hash(PASSWORD)
     return digest
 
 

@@ -4,6 +4,11 @@ import itertools
 from typing import Any
 
 import httpx
+from passlib.context import CryptContext
+
+from app.security.argon2_params import Argon2Bounds, Argon2Parameters
+from app.security.passwords import make_context
+from app.settings import Settings
 
 PASSWORD = "quiet-lantern-742"
 _counter = itertools.count()
@@ -23,3 +28,13 @@ async def signup(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+# The password settings of an app left at its defaults, for code under test without an app.
+DEFAULTS = Settings(_env_file=None)
+DEFAULT_BOUNDS = Argon2Bounds.from_settings(DEFAULTS)
+
+
+def default_context() -> CryptContext:
+    """The CryptContext of an app with the default ARGON2_* settings."""
+    return make_context(Argon2Parameters.from_settings(DEFAULTS))

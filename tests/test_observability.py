@@ -10,7 +10,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from html.parser import HTMLParser
 from typing import Any
@@ -31,7 +31,7 @@ from tests.admin_support import default_app, make_key
 from tests.conftest import make_settings
 from tests.faroe_support import SECRET as FAROE_SECRET
 from tests.faroe_support import FaroeServerDouble, app_with
-from tests.helpers import PASSWORD, bearer, signup, unique_email
+from tests.helpers import PASSWORD, bearer, default_context, signup, unique_email
 
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
@@ -215,7 +215,7 @@ async def test_database_errors_do_not_carry_bound_values(database_url: str) -> N
 def test_recognisable_secrets_are_cut_from_any_line() -> None:
     """asyncpg quotes a value it cannot encode in its error; the 500 handler logs that error."""
     token, key = tokens.new_token(tokens.SESSION_PREFIX), tokens.new_token(tokens.API_KEY_PREFIX)
-    hashed = passwords.CONTEXT.hash(PASSWORD)
+    hashed = default_context().hash(PASSWORD)
     try:
         raise ValueError(f"invalid input for query argument $1: {hashed!r} (token {token})")
     except ValueError:
@@ -493,11 +493,20 @@ async def test_request_counters_and_latency_by_route(client: httpx.AsyncClient) 
 
 
 class _HeldHashes:
-    """passwords.CONTEXT whose hash waits until the test lets it go."""
+    """The hasher's CryptContext, whose hash waits until the test lets it go."""
 
-    def __init__(self, real: Any) -> None:
-        self.real = real
+    def __init__(self) -> None:
+        self.real: Any = None
         self.release = threading.Event()
+
+    def around(self, make_context: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """A stand-in for passwords.make_context that hands out this context."""
+
+        def make(parameters: Any) -> Any:
+            self.real = make_context(parameters)
+            return self
+
+        return make
 
     def hash(self, secret: str) -> str:
         self.release.wait(10)
@@ -509,8 +518,8 @@ class _HeldHashes:
 
 
 async def test_hashing_and_pool_gauges(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    held = _HeldHashes(passwords.CONTEXT)
-    monkeypatch.setattr(passwords, "CONTEXT", held)
+    held = _HeldHashes()
+    monkeypatch.setattr(passwords, "make_context", held.around(passwords.make_context))
     settings = {"hash_concurrency": 1, "hash_queue_max": 4, "db_pool_size": 3}
     async with app_with(database_url, **settings) as c:
         idle = await _scrape(c)

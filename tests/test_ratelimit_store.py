@@ -1,4 +1,5 @@
-"""The rate-limit counters themselves, on PostgreSQL and on Redis: exact under concurrency."""
+"""The rate-limit counters and one-time keys themselves, on PostgreSQL and on Redis: exact under
+concurrency."""
 
 import asyncio
 import os
@@ -38,8 +39,9 @@ async def limiter(request, database_url):
             pytest.skip("no Redis on 127.0.0.1:6379")
         store = RedisStore(REDIS_URL)
         yield RateLimiter(store)
-        async for name in store.redis.scan_iter("userkeep:rl:test:*"):
-            await store.redis.delete(name)
+        for pattern in ("userkeep:rl:test:*", "userkeep:once:test:*"):
+            async for name in store.redis.scan_iter(pattern):
+                await store.redis.delete(name)
         await store.redis.aclose()
 
 
@@ -101,3 +103,43 @@ async def test_concurrent_hits_have_exactly_limit_winners(limiter):
 
     results = await asyncio.gather(*(attempt() for _ in range(50)))
     assert results.count(True) == 10
+
+
+async def test_first_use_is_true_exactly_once_under_concurrency(limiter):
+    k, now = key(), clock.now().timestamp()
+
+    results = await asyncio.gather(*(limiter.store.first_use(k, 60, now) for _ in range(20)))
+
+    assert results.count(True) == 1
+
+
+async def test_an_expired_first_use_key_is_reused(database_url):
+    engine = create_engine(database_url, make_settings(database_url))
+    store = PostgresStore(engine)
+    k, now = key(), clock.now().timestamp()
+    try:
+        assert await store.first_use(k, 60, now) is True
+        assert await store.first_use(k, 60, now + 59) is False
+
+        assert await store.first_use(k, 60, now + 61) is True
+    finally:
+        await engine.dispose()
+
+
+async def test_expired_first_use_keys_are_pruned_without_any_counting(database_url, pg):
+    # With RATE_LIMITS=off nothing is ever counted, yet every signed Faroe request leaves a key.
+    engine = create_engine(database_url, make_settings(database_url))
+    store = PostgresStore(engine)
+    store.PRUNE_EVERY = 3
+    now = clock.now().timestamp()
+    try:
+        for _ in range(2):
+            assert await store.first_use(key(), 60, now) is True
+        later = key()
+
+        assert await store.first_use(later, 60, now + 120) is True  # the third call prunes
+
+        rows = await pg.fetch("SELECT key FROM rate_limits WHERE key LIKE 'once:test:%'")
+        assert [row["key"] for row in rows] == [f"once:{later}"]
+    finally:
+        await engine.dispose()

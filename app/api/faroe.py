@@ -1,10 +1,10 @@
 """POST /v1/faroe/actions: the Faroe user-server action invocation endpoint.
 
 The answers are Faroe's, not the JSON error envelope's: results and action errors are HTTP 200
-with the exact bytes of app.faroe.protocol; an invalid request is 400, a missing or bad
-signature 401, an unconfigured endpoint 503, each with an empty body. The route returns
-Response objects itself, so none of these passes through the envelope handlers. (A database
-outage still reaches the app's handler and is its usual 503.)
+with the exact bytes of app.faroe.protocol; an invalid request is 400, a missing, bad or
+replayed signature 401, an unconfigured endpoint 503, each with an empty body. The route
+returns Response objects itself, so none of these passes through the envelope handlers. (A
+database or Redis outage still reaches the app's handler and is its usual 503.)
 """
 
 import hashlib
@@ -15,9 +15,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from app import clock
-from app.api.deps import Config, Db, From, rate_limit
+from app.api.deps import Config, Db, From, Hasher, Limits, rate_limit
 from app.faroe import protocol
 from app.services import faroe
+from app.services.ratelimit import Store
 from app.settings import Settings
 
 log = logging.getLogger("userkeep.faroe")
@@ -28,6 +29,9 @@ TIMESTAMP_HEADER = "X-Faroe-Timestamp"
 SIGNATURE_HEADER = "X-Faroe-Signature"
 SIGNATURE_VERSION = "v1="
 MAX_SKEW_SECONDS = 300
+# A seen signature is kept this long past the end of its timestamp's window, so that a node whose
+# clock runs behind the store's (Redis expires keys on its own clock) still finds it.
+SEEN_MARGIN_SECONDS = 60
 
 _warned: set[str] = set()
 
@@ -45,12 +49,14 @@ def expected_signature(secret: bytes, timestamp: str, body: bytes) -> str:
     return SIGNATURE_VERSION + mac.hexdigest()
 
 
-def _refusal(
-    settings: Settings, timestamp: str | None, signature: str | None, body: bytes
+async def _refusal(
+    settings: Settings, seen: Store, timestamp: str | None, signature: str | None, body: bytes
 ) -> Response | None:
     """None when the request may be served, else the (empty-bodied) answer refusing it."""
     if settings.faroe_auth == "none":
         # Announced at start (settings.unsafe_modes), not here on first use.
+        # Nothing is signed, so there is nothing to recognise a replay by: that mode relies on
+        # the private network alone.
         return None
     secret = settings.faroe_secret.get_secret_value() if settings.faroe_secret else ""
     if not secret:
@@ -64,11 +70,18 @@ def _refusal(
     # Unix seconds: ASCII digits only (no sign, no fraction, no spaces), of a sane length.
     if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12) or not signature:
         return Response(status_code=401)
-    if abs(clock.now().timestamp() - int(timestamp)) > MAX_SKEW_SECONDS:
+    now = clock.now().timestamp()
+    if abs(now - int(timestamp)) > MAX_SKEW_SECONDS:
         return Response(status_code=401)
     expected = expected_signature(secret.encode("utf-8"), timestamp, body)
     # Header values arrive as latin-1 text; compare bytes, in constant time.
     if not hmac.compare_digest(expected.encode("ascii"), signature.encode("latin-1")):
+        return Response(status_code=401)
+    # A captured request must not work a second time (a replayed delete_user would delete a
+    # restored user again). Only a valid signature is remembered, so only the holder of the
+    # secret can add keys; each is kept until its timestamp can no longer pass the check above.
+    ttl = int(timestamp) + MAX_SKEW_SECONDS + SEEN_MARGIN_SECONDS - int(now)
+    if not await seen.first_use(f"faroe:{timestamp}:{expected}", ttl, now):
         return Response(status_code=401)
     return None
 
@@ -128,8 +141,11 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
             }
         },
     },
-    400: {"description": "Invalid request (not the protocol's JSON); empty body."},
-    401: {"description": "Missing, stale or wrong signature; empty body."},
+    400: {
+        "description": "Invalid request (not the protocol's JSON, or an argon2id password hash "
+        "out of the ARGON2_MAX_* bounds); empty body."
+    },
+    401: {"description": "Missing, stale, wrong or already used signature; empty body."},
     413: {"description": "Body over MAX_BODY_BYTES (the usual error envelope)."},
     503: {"description": "FAROE_SECRET is not set or FAROE_APP names no app; empty body."},
 }
@@ -150,7 +166,8 @@ _HEADERS = [
         "required": False,
         "schema": {"type": "string", "pattern": "^v1=[0-9a-f]{64}$"},
         "description": '`v1=` + lower-case hex HMAC-SHA256(FAROE_SECRET, timestamp + "." + '
-        "raw body). Required unless FAROE_AUTH=none.",
+        "raw body). Accepted once: the same timestamp and signature again is 401. Required "
+        "unless FAROE_AUTH=none.",
     },
 ]
 
@@ -162,13 +179,21 @@ _HEADERS = [
     openapi_extra={"requestBody": _JSON_BODY, "parameters": _HEADERS},
     summary="Faroe user-server action invocation endpoint",
 )
-async def invoke_action(request: Request, db: Db, settings: Config, origin: From) -> Response:
+async def invoke_action(
+    request: Request, db: Db, settings: Config, origin: From, rules: Limits, hasher: Hasher
+) -> Response:
     """Invoke one of the seven Faroe user-server actions on the user store of `FAROE_APP`
     (its default environment). Wire-compatible with `@faroe/user-server`; see docs/faroe.md.
-    Unsigned requests are served only with `FAROE_AUTH=none`."""
+    Unsigned requests are served only with `FAROE_AUTH=none`; a signed one is served once."""
     body = await request.body()
     headers = request.headers
-    refusal = _refusal(settings, headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER), body)
+    refusal = await _refusal(
+        settings,
+        rules.limiter.store,
+        headers.get(TIMESTAMP_HEADER),
+        headers.get(SIGNATURE_HEADER),
+        body,
+    )
     if refusal is not None:
         return refusal
     try:
@@ -177,7 +202,14 @@ async def invoke_action(request: Request, db: Db, settings: Config, origin: From
         return Response(status_code=400)
     invocation_id = protocol.generate_action_invocation_id()
     try:
-        user = await faroe.invoke(db, settings.faroe_app, action, invocation_id, origin)
+        # The REST door's bounds: a password Faroe stores here is one that door will verify.
+        user = await faroe.invoke(
+            db, settings.faroe_app, action, invocation_id, origin, hasher.bounds
+        )
+    except protocol.InvalidRequest as error:
+        # Every such password is refused: the Faroe server's algorithm needs ARGON2_MAX_* raised.
+        log.warning("faroe %s refused as an invalid request: %s", type(action).__name__, error)
+        return Response(status_code=400)
     except protocol.ActionError as error:
         content = protocol.error_result(invocation_id, error.code)
     except faroe.FaroeAppMissing as error:

@@ -9,7 +9,9 @@ the same signing in Go in its ActionInvocationEndpointClient (docs/faroe.md)::
             user = result["values"]["user"]
 
 Each request carries `X-Faroe-Timestamp` (Unix seconds) and `X-Faroe-Signature`:
-`v1=` + hex HMAC-SHA256(secret, timestamp + "." + body).
+`v1=` + hex HMAC-SHA256(secret, timestamp + "." + body). The endpoint accepts each (timestamp,
+signature) once, so a client must never sign the same body twice with the same timestamp (see
+`Signer`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,27 @@ def sign(secret: str | bytes, body: bytes, timestamp: int | None = None) -> dict
     return {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: "v1=" + mac}
 
 
+class Signer:
+    """Signs bodies so that no (timestamp, body) pair is sent twice: the endpoint refuses a
+    repeat as a replay, yet Faroe sends the same request twice within a second in normal use
+    (two session checks of one user, a retry). Such a repeat is dated one second after the
+    previous signature of that body, which the endpoint accepts (up to 300 s ahead of its
+    clock). Per body, the timestamps only ever increase, so none is used twice."""
+
+    def __init__(self, secret: str | bytes) -> None:
+        self.secret = secret
+        self._last: dict[bytes, int] = {}  # body digest -> the latest timestamp signed with
+
+    def headers(self, body: bytes) -> dict[str, str]:
+        now = int(time.time())
+        digest = hashlib.sha256(body).digest()
+        stamp = max(now, self._last.get(digest, now - 1) + 1)
+        # A timestamp older than now can no longer raise the next one: forget it.
+        self._last = {d: s for d, s in self._last.items() if s >= now}
+        self._last[digest] = stamp
+        return sign(self.secret, body, stamp)
+
+
 def encode_request(action: str, arguments: Mapping[str, Any]) -> bytes:
     """The request body as the Faroe server writes it: compact JSON, `action` then `arguments`,
     arguments in the given order, `bytes` values as padded standard base64."""
@@ -83,12 +106,18 @@ class FaroeClient:
         else:
             self._http = httpx.AsyncClient(base_url=target, timeout=timeout)
             self._owned = True
-        self._secret = secret
+        self._signer = None if secret is None else Signer(secret)
         self._path = path
 
     async def send(self, body: bytes, *, timestamp: int | None = None) -> bytes:
-        """POST raw body bytes, signed; the raw bytes of the 200 answer, else FaroeHTTPError."""
-        headers = {} if self._secret is None else sign(self._secret, body, timestamp)
+        """POST raw body bytes, signed (at `timestamp` when given, else by the Signer); the raw
+        bytes of the 200 answer, else FaroeHTTPError."""
+        if self._signer is None:
+            headers = {}
+        elif timestamp is None:
+            headers = self._signer.headers(body)
+        else:
+            headers = sign(self._signer.secret, body, timestamp)
         response = await self._http.post(self._path, content=body, headers=headers)
         if response.status_code != 200:
             raise FaroeHTTPError(response.status_code, response.content)

@@ -1,33 +1,48 @@
 """Password policy and hashing.
 
-Hashing goes through libpass's CryptContext: new hashes are argon2id (m=19456 KiB, t=2, p=1,
-the OWASP minimum), while imported bcrypt hashes still verify and are re-hashed on sign-in.
+Hashing goes through libpass's CryptContext: new hashes are argon2id with the ARGON2_* settings,
+while imported bcrypt hashes still verify and are re-hashed on sign-in, as is any argon2 hash
+weaker than ARGON2_*. An argon2id hash at least as strong is never re-hashed: a Faroe server can
+verify only the algorithm ids it knows (DESIGN "Faroe door details"). A stored argon2 hash whose
+parameters are out of bounds is never verified (see argon2_params).
+
 Hashing is CPU-bound, so it runs in worker threads, at most `concurrency` at a time; when more
 than `queue_max` requests already wait, the caller gets a 503 at once instead of a long queue.
 """
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import cache
 from importlib import resources
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from passlib.context import CryptContext
 
 from app.errors import ServiceUnavailable, ValidationFailed
+from app.security.argon2_params import VERSION, Argon2Bounds, Argon2Parameters, parse_phc
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 T = TypeVar("T")
 
-CONTEXT = CryptContext(
-    schemes=["argon2", "bcrypt"],
-    deprecated=["bcrypt"],
-    argon2__type="ID",
-    argon2__memory_cost=19456,
-    argon2__rounds=2,
-    argon2__parallelism=1,
-)
+log = logging.getLogger("userkeep.passwords")
+
+
+def make_context(parameters: Argon2Parameters) -> CryptContext:
+    """The CryptContext that hashes new passwords with `parameters` (hash and salt lengths are
+    libpass's, argon2_params.HASH_LENGTH and SALT_LENGTH)."""
+    return CryptContext(
+        schemes=["argon2", "bcrypt"],
+        deprecated=["bcrypt"],
+        argon2__type="ID",
+        argon2__memory_cost=parameters.memory_kib,
+        argon2__rounds=parameters.time_cost,
+        argon2__parallelism=parameters.parallelism,
+    )
 
 
 @cache
@@ -47,7 +62,16 @@ def check_policy(password: str, min_length: int, max_length: int, field: str = "
 
 
 class PasswordHasher:
-    def __init__(self, concurrency: int = 0, queue_max: int = 16) -> None:
+    def __init__(
+        self,
+        parameters: Argon2Parameters,
+        bounds: Argon2Bounds,
+        concurrency: int = 0,
+        queue_max: int = 16,
+    ) -> None:
+        self.parameters = parameters
+        self.bounds = bounds
+        self.context = make_context(parameters)
         self.concurrency = concurrency or os.cpu_count() or 1
         self.queue_max = queue_max
         self._slots = asyncio.Semaphore(self.concurrency)
@@ -55,6 +79,15 @@ class PasswordHasher:
         self.hashing = 0  # hashes running now (GET /metrics)
         self.admitted = 0
         self._dummy_hash: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "PasswordHasher":
+        return cls(
+            Argon2Parameters.from_settings(settings),
+            Argon2Bounds.from_settings(settings),
+            settings.hash_concurrency,
+            settings.hash_queue_max,
+        )
 
     @asynccontextmanager
     async def admission(self) -> AsyncIterator[None]:
@@ -85,19 +118,49 @@ class PasswordHasher:
             self._slots.release()
 
     async def hash(self, password: str) -> str:
-        result: str = await self._run(CONTEXT.hash, password)
+        result: str = await self._run(self.context.hash, password)
         return result
 
     async def verify(self, password: str, stored: str | None) -> tuple[bool, str | None]:
-        """(ok, replacement hash or None). With no stored hash, a dummy hash is verified so an
-        unknown account costs the same time as a wrong password."""
-        if stored is None or not CONTEXT.identify(stored):
-            await self._run(CONTEXT.verify, password, await self._dummy())
+        """(ok, replacement hash or None). With no stored hash, or one this service does not
+        verify, a dummy hash is verified so it costs the same time as a wrong password."""
+        if stored is None or not self._verifiable(stored):
+            await self._run(self.context.verify, password, await self._dummy())
             return False, None
-        ok, new_hash = await self._run(CONTEXT.verify_and_update, password, stored)
-        return bool(ok), new_hash
+        return await self._run(self._verify_and_update, password, stored)
+
+    def _verifiable(self, stored: str) -> bool:
+        scheme = self.context.identify(stored)
+        if scheme is None:
+            return False
+        if scheme == "argon2":
+            # The parameters come from the stored string: bounded before argon2 sees them.
+            parsed = parse_phc(stored)
+            problem = (
+                "unreadable argon2 hash"
+                if parsed is None
+                else self.bounds.violation(parsed.parameters, len(parsed.salt), len(parsed.hash))
+            )
+            if problem is not None:
+                log.warning("stored password hash not verified: %s", problem)
+                return False
+        return True
+
+    def _verify_and_update(self, password: str, stored: str) -> tuple[bool, str | None]:
+        """In a worker thread: the verify and, when the hash is to be replaced, the new hash."""
+        if not self.context.verify(password, stored):
+            return False, None
+        return True, self.context.hash(password) if self._needs_rehash(stored) else None
+
+    def _needs_rehash(self, stored: str) -> bool:
+        parsed = parse_phc(stored)
+        if parsed is not None and parsed.type == "id" and parsed.version == VERSION:
+            # libpass would re-hash any parameters other than its own, a downgrade for a
+            # stronger hash and, for one from Faroe, an id that Faroe server cannot verify.
+            return not parsed.parameters.at_least_as_strong_as(self.parameters)
+        return bool(self.context.needs_update(stored))
 
     async def _dummy(self) -> str:
         if self._dummy_hash is None:
-            self._dummy_hash = str(await asyncio.to_thread(CONTEXT.hash, os.urandom(16).hex()))
+            self._dummy_hash = str(await asyncio.to_thread(self.context.hash, os.urandom(16).hex()))
         return self._dummy_hash

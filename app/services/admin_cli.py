@@ -105,7 +105,7 @@ async def _create(
         check_policy(password, settings.password_min_length, settings.password_max_length)
     except ApiError as exc:
         raise UserError(exc.message) from None
-    password_hash = await PasswordHasher().hash(password)
+    password_hash = await PasswordHasher.from_settings(settings).hash(password)
     try:
         async with db.begin():
             user = await users.insert(

@@ -31,6 +31,13 @@ from app.faroe import protocol
 from app.faroe.protocol import ActionError, FaroeUser
 from app.ids import Prefix, is_valid, new_id
 from app.models import Environment, Session, User
+from app.security.argon2_params import (
+    VERSION,
+    Argon2Bounds,
+    Argon2Hash,
+    Argon2Parameters,
+    parse_phc,
+)
 from app.services import api_keys, audit, tenancy, users
 from app.services.audit import Origin
 
@@ -59,31 +66,30 @@ class FaroeAppMissing(Exception):
 # * `argon2id.T.M.P.L` (time, memory KiB, parallelism, hash length: the Id() of Faroe's argon2id
 #   example) <-> the PHC string `$argon2id$v=19$m=M,t=T,p=P$<salt>$<hash>` (standard base64,
 #   no padding), which argon2-cffi and libpass verify. So either door verifies the other's
-#   passwords, and PHC -> Faroe -> PHC is byte-identical.
-# * Any other algorithm id, or an argon2id id argon2 would refuse (L not the hash length, salt
-#   under 8 bytes, hash under 4 bytes, t or p of 0, m < 8p, a leading zero), is kept intact as
+#   passwords, and PHC -> Faroe -> PHC is byte-identical. Only within the argon2 bounds
+#   (ARGON2_MAX_*, argon2_params): from Faroe, an argon2id id out of them (or whose L is not the
+#   hash length) is an invalid request, so nothing is stored; a stored PHC string out of them
+#   is served as "phc" below, since neither door may verify it.
+# * Any other algorithm id (a leading zero makes one) is kept intact as
 #   `$faroe$<id>$<base64 salt>$<base64 hash>` (padded base64), served back to Faroe unchanged.
-#   CryptContext does not recognise it, so the REST door answers invalid_credentials for it.
+#   CryptContext does not recognise it, so the REST door answers invalid_credentials for it and
+#   never re-hashes it.
 # * No password (NULL, e.g. an admin-created user) is served as an empty hash, empty salt and
 #   algorithm id "" — no Faroe algorithm has that id, so no password verifies.
-# * A hash the REST door holds that has no Faroe form (bcrypt, argon2i, an argon2 hash with a
-#   secret key or old version) is served as algorithm id "phc" with the PHC string's UTF-8 bytes
-#   as the hash and an empty salt. Faroe cannot verify it (unless a deployment adds a "phc"
-#   algorithm); the REST door re-hashes it to argon2id on the next REST sign-in.
+# * A hash the REST door holds that has no Faroe form (bcrypt, argon2i, an argon2 hash of an
+#   old version) is served as algorithm id "phc" with the PHC string's UTF-8 bytes as the hash
+#   and an empty salt. Faroe cannot verify it (unless a deployment adds a "phc" algorithm); the
+#   REST door re-hashes it to argon2id on the next REST sign-in.
 
 NO_PASSWORD_ALGORITHM_ID = ""
 OPAQUE_PHC_ALGORITHM_ID = "phc"
 MARKER = "$faroe$"
 
-_DECIMAL = "(0|[1-9][0-9]*)"
-_FAROE_ARGON2ID = re.compile(rf"argon2id\.{_DECIMAL}\.{_DECIMAL}\.{_DECIMAL}\.{_DECIMAL}")
-_PHC_ARGON2ID = re.compile(
-    rf"\$argon2id\$v=19\$m={_DECIMAL},t={_DECIMAL},p={_DECIMAL}\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)"
+_FAROE_ARGON2ID = re.compile(
+    r"argon2id\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
 )
-_UINT32_MAX = 2**32 - 1
-_ARGON2_MAX_PARALLELISM = 2**24 - 1
-_ARGON2_MIN_SALT = 8
-_ARGON2_MIN_HASH = 4
+# Past any bound; a longer number is not converted (int() refuses over 4300 digits).
+_TOO_LARGE = 2**64
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,52 +99,31 @@ class FaroePassword:
     salt: bytes
 
 
-def _argon2_ok(
-    time_cost: int, memory_kib: int, parallelism: int, salt: bytes, hash_: bytes
-) -> bool:
-    """The parameters argon2 (and so libpass) accepts; outside them a PHC string would make the
-    REST door's verify raise instead of answering."""
-    return (
-        1 <= time_cost <= _UINT32_MAX
-        and 1 <= parallelism <= _ARGON2_MAX_PARALLELISM
-        and 8 * parallelism <= memory_kib <= _UINT32_MAX
-        and _ARGON2_MIN_SALT <= len(salt) <= _UINT32_MAX
-        and _ARGON2_MIN_HASH <= len(hash_) <= _UINT32_MAX
-    )
+def _number(digits: str) -> int:
+    return int(digits) if len(digits) <= 20 else _TOO_LARGE
 
 
-def _b64_nopad(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii").rstrip("=")
-
-
-def _b64_nopad_decode(text: str) -> bytes | None:
-    """Decode unpadded standard base64, only in its canonical form (so re-encoding gives the
-    same text back)."""
-    try:
-        data = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    return data if _b64_nopad(data) == text else None
-
-
-def password_from_faroe(password_hash: bytes, algorithm_id: str, salt: bytes) -> str:
-    """Faroe's (hash, algorithm id, salt) -> the users.password_hash string."""
+def password_from_faroe(
+    password_hash: bytes, algorithm_id: str, salt: bytes, bounds: Argon2Bounds
+) -> str:
+    """Faroe's (hash, algorithm id, salt) -> the users.password_hash string; raises
+    protocol.InvalidRequest for an argon2id password out of bounds."""
     match = _FAROE_ARGON2ID.fullmatch(algorithm_id)
-    if match is not None:
-        time_cost, memory_kib, parallelism, length = (int(g) for g in match.groups())
-        if length == len(password_hash) and _argon2_ok(
-            time_cost, memory_kib, parallelism, salt, password_hash
-        ):
-            return (
-                f"$argon2id$v=19$m={memory_kib},t={time_cost},p={parallelism}"
-                f"${_b64_nopad(salt)}${_b64_nopad(password_hash)}"
-            )
-    encoded_salt = base64.b64encode(salt).decode("ascii")
-    encoded_hash = base64.b64encode(password_hash).decode("ascii")
-    return f"{MARKER}{algorithm_id}${encoded_salt}${encoded_hash}"
+    if match is None:
+        encoded_salt = base64.b64encode(salt).decode("ascii")
+        encoded_hash = base64.b64encode(password_hash).decode("ascii")
+        return f"{MARKER}{algorithm_id}${encoded_salt}${encoded_hash}"
+    time_cost, memory_kib, parallelism, length = (_number(g) for g in match.groups())
+    parameters = Argon2Parameters(time_cost, memory_kib, parallelism)
+    if length != len(password_hash):
+        raise protocol.InvalidRequest("argon2id hash length is not the algorithm id's")
+    problem = bounds.violation(parameters, len(salt), len(password_hash))
+    if problem is not None:
+        raise protocol.InvalidRequest(problem)
+    return Argon2Hash("id", VERSION, parameters, salt, password_hash).to_phc()
 
 
-def password_to_faroe(stored: str | None) -> FaroePassword:
+def password_to_faroe(stored: str | None, bounds: Argon2Bounds) -> FaroePassword:
     """users.password_hash -> Faroe's (hash, algorithm id, salt); the inverse of the above."""
     if stored is None:
         return FaroePassword(b"", NO_PASSWORD_ALGORITHM_ID, b"")
@@ -154,26 +139,25 @@ def password_to_faroe(stored: str | None) -> FaroePassword:
                 pass
             else:
                 return FaroePassword(password_hash, algorithm_id, salt)
-    match = _PHC_ARGON2ID.fullmatch(stored)
-    if match is not None:
-        memory, time, parallel, encoded_salt, encoded_hash = match.groups()
-        salt_bytes = _b64_nopad_decode(encoded_salt)
-        hash_bytes = _b64_nopad_decode(encoded_hash)
-        if (
-            salt_bytes is not None
-            and hash_bytes is not None
-            and _argon2_ok(int(time), int(memory), int(parallel), salt_bytes, hash_bytes)
-        ):
-            algorithm_id = f"argon2id.{time}.{memory}.{parallel}.{len(hash_bytes)}"
-            return FaroePassword(hash_bytes, algorithm_id, salt_bytes)
+    parsed = parse_phc(stored)
+    if (
+        parsed is not None
+        and (parsed.type, parsed.version) == ("id", VERSION)
+        # Only the canonical form: its Faroe triple maps back to these very bytes.
+        and parsed.to_phc() == stored
+        and bounds.violation(parsed.parameters, len(parsed.salt), len(parsed.hash)) is None
+    ):
+        p = parsed.parameters
+        algorithm_id = f"argon2id.{p.time_cost}.{p.memory_kib}.{p.parallelism}.{len(parsed.hash)}"
+        return FaroePassword(parsed.hash, algorithm_id, parsed.salt)
     return FaroePassword(stored.encode("utf-8"), OPAQUE_PHC_ALGORITHM_ID, b"")
 
 
 # ---- reading ----------------------------------------------------------------------------------
 
 
-def to_faroe_user(user: User, now: datetime) -> FaroeUser:
-    password = password_to_faroe(user.password_hash)
+def to_faroe_user(user: User, now: datetime, bounds: Argon2Bounds) -> FaroeUser:
+    password = password_to_faroe(user.password_hash, bounds)
     return FaroeUser(
         id=user.id,
         email_address=user.email,
@@ -211,6 +195,10 @@ class _Call:
     action_name: str
     origin: Origin
     now: datetime
+    bounds: Argon2Bounds
+    # users.password_hash for create_user and update_user_password_hash, mapped (and so
+    # checked against the bounds) before the transaction began.
+    password_hash: str | None
 
     def live(self, user_id: str) -> list[Any]:
         """The user by id, in Faroe's environment, not deleted."""
@@ -286,7 +274,7 @@ async def _get_user(call: _Call, action: protocol.GetUser) -> FaroeUser:
     user = (await call.db.execute(query)).scalar_one_or_none()
     if user is None:
         raise ActionError(USER_NOT_FOUND)
-    return to_faroe_user(user, call.now)
+    return to_faroe_user(user, call.now, call.bounds)
 
 
 async def _get_user_by_email_address(
@@ -307,7 +295,7 @@ async def _get_user_by_email_address(
     user = (await call.db.execute(query)).scalar_one_or_none()
     if user is None:
         raise ActionError(USER_NOT_FOUND)
-    return to_faroe_user(user, call.now)
+    return to_faroe_user(user, call.now, call.bounds)
 
 
 async def _create_user(call: _Call, action: protocol.CreateUser) -> FaroeUser:
@@ -320,9 +308,7 @@ async def _create_user(call: _Call, action: protocol.CreateUser) -> FaroeUser:
         email=users.nfc_email(action.email_address),
         # Faroe verifies the address (a code sent to it) before it creates the user.
         email_verified=True,
-        password_hash=password_from_faroe(
-            action.password_hash, action.password_hash_algorithm_id, action.password_salt
-        ),
+        password_hash=call.password_hash,
         password_changed_at=call.now,
         created_at=call.now,
         updated_at=call.now,
@@ -330,7 +316,7 @@ async def _create_user(call: _Call, action: protocol.CreateUser) -> FaroeUser:
     call.db.add(user)
     await call.db.flush()  # a unique violation surfaces here (see invoke)
     call.audit("user.created", user.id)
-    return to_faroe_user(user, call.now)
+    return to_faroe_user(user, call.now, call.bounds)
 
 
 async def _update_user_email_address(call: _Call, action: protocol.UpdateUserEmailAddress) -> None:
@@ -363,9 +349,6 @@ async def _update_user_password_hash(call: _Call, action: protocol.UpdateUserPas
         raise ActionError(USER_NOT_FOUND)
     if not _storable(action.password_hash_algorithm_id):
         raise ActionError(INTERNAL_ERROR)
-    password_hash = password_from_faroe(
-        action.password_hash, action.password_hash_algorithm_id, action.password_salt
-    )
     # A password change ends the user's REST sessions (they are all "other sessions" from the
     # Faroe door, as in POST /v1/auth/change-password); Faroe's own sessions are Faroe's call,
     # so the sessions counter does not move.
@@ -376,7 +359,7 @@ async def _update_user_password_hash(call: _Call, action: protocol.UpdateUserPas
             _users.c.password_hash_counter == action.user_password_hash_counter,
         )
         .values(
-            password_hash=password_hash,
+            password_hash=call.password_hash,
             password_changed_at=call.now,
             password_hash_counter=_users.c.password_hash_counter + 1,
             **_stamp(call.now),
@@ -468,19 +451,31 @@ def _action_error_for(exc: DBAPIError) -> str | None:
 
 
 async def invoke(
-    db: AsyncSession, app_ref: str, action: protocol.Action, invocation_id: str, origin: Origin
+    db: AsyncSession,
+    app_ref: str,
+    action: protocol.Action,
+    invocation_id: str,
+    origin: Origin,
+    bounds: Argon2Bounds,
 ) -> FaroeUser | None:
     """Run one action in one transaction: the user for the three reads and create_user, None for
     the other four; raises ActionError for an action error, FaroeAppMissing when FAROE_APP names
-    no app."""
+    no app, protocol.InvalidRequest for a password out of `bounds` (before any database work)."""
     action_name, handler = _HANDLERS[type(action)]
+    password_hash = None
+    if isinstance(action, protocol.CreateUser | protocol.UpdateUserPasswordHash):
+        password_hash = password_from_faroe(
+            action.password_hash, action.password_hash_algorithm_id, action.password_salt, bounds
+        )
     try:
         async with db.begin():
             try:
                 env = await tenancy.resolve(db, app_ref, None)
             except NotFound as exc:
                 raise FaroeAppMissing(f"FAROE_APP={app_ref!r}: {exc.message}") from None
-            call = _Call(db, env, invocation_id, action_name, origin, clock.now())
+            call = _Call(
+                db, env, invocation_id, action_name, origin, clock.now(), bounds, password_hash
+            )
             return await handler(call, action)
     except DBAPIError as exc:
         code = _action_error_for(exc)

@@ -7,6 +7,9 @@ boundary; every rule pairs a short burst window with a long one to bound that.
 
 The rules and their defaults live in Settings (RATE_LIMIT_*); `RATE_LIMITS=off` turns them all
 off and must be asked for by name.
+
+The same stores also remember one-time values (`first_use`: the Faroe endpoint's seen request
+signatures). That is a security check, not a limit, so `RATE_LIMITS=off` leaves it on.
 """
 
 import math
@@ -15,7 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Protocol
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import clock
 from app.errors import InvalidCredentials, RateLimited, ServiceUnavailable
@@ -33,6 +36,9 @@ class Store(Protocol):
     async def decr(self, key: str, window: int, now: float) -> None:
         """Take back one event counted in the window holding `now` (never below zero)."""
 
+    async def first_use(self, key: str, ttl: int, now: float) -> bool:
+        """True exactly once for `key` until `ttl` seconds after `now`, on every node at once."""
+
     async def close(self) -> None: ...
 
 
@@ -42,12 +48,14 @@ def window_start(window: int, now: float) -> int:
 
 class PostgresStore:
     """One row per key, reset in place when a new window starts (an UNLOGGED table: counters
-    are cheap to lose in a crash). Expired rows are pruned every `PRUNE_EVERY` increments."""
+    are cheap to lose in a crash). Expired rows are pruned every `PRUNE_EVERY` writes."""
 
     PRUNE_EVERY = 1000
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # first_use is one statement on the Faroe read path: no BEGIN/COMMIT round trips.
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._since_prune = 0
 
     async def incr(self, key: str, window: int, now: float) -> int:
@@ -67,12 +75,7 @@ class PostgresStore:
                     {"k": key, "w": start, "e": start + window},
                 )
             ).scalar_one()
-            self._since_prune += 1
-            if self._since_prune >= self.PRUNE_EVERY:
-                self._since_prune = 0
-                await conn.execute(
-                    text("DELETE FROM rate_limits WHERE expires_at < :now"), {"now": int(now)}
-                )
+            await self._prune_now_and_then(conn, now)
         return int(count)
 
     async def peek(self, key: str, window: int, now: float) -> int:
@@ -93,6 +96,37 @@ class PostgresStore:
                     "WHERE key = :k AND window_start = :w AND count > 0"
                 ),
                 {"k": key, "w": window_start(window, now)},
+            )
+
+    async def first_use(self, key: str, ttl: int, now: float) -> bool:
+        # One atomic statement: a concurrent duplicate waits on the row the winner inserts, then
+        # finds it unexpired and returns nothing. An expired leftover (not yet pruned) is reused.
+        # window_start records when the key was first used; count is unused.
+        async with self._autocommit.connect() as conn:
+            row = (
+                await conn.execute(
+                    text(
+                        "INSERT INTO rate_limits (key, window_start, expires_at, count) "
+                        "VALUES (:k, :now, :e, 1) "
+                        "ON CONFLICT (key) DO UPDATE SET window_start = EXCLUDED.window_start, "
+                        "expires_at = EXCLUDED.expires_at, count = 1 "
+                        "WHERE rate_limits.expires_at <= :now "
+                        "RETURNING 1"
+                    ),
+                    {"k": f"once:{key}", "now": int(now), "e": math.ceil(now + ttl)},
+                )
+            ).first()
+            # Keys differ per request and are never reused by a later one, so they must be
+            # pruned here too: with RATE_LIMITS=off incr never runs.
+            await self._prune_now_and_then(conn, now)
+        return row is not None
+
+    async def _prune_now_and_then(self, conn: AsyncConnection, now: float) -> None:
+        self._since_prune += 1
+        if self._since_prune >= self.PRUNE_EVERY:
+            self._since_prune = 0
+            await conn.execute(
+                text("DELETE FROM rate_limits WHERE expires_at < :now"), {"now": int(now)}
             )
 
     async def close(self) -> None:
@@ -146,6 +180,15 @@ class RedisStore:
             await self.redis.eval(self._DECR_EXISTING, 1, self._key(key, window, now))
         except RedisError as exc:
             raise ServiceUnavailable("rate-limit store unavailable") from exc
+
+    async def first_use(self, key: str, ttl: int, now: float) -> bool:
+        from redis.exceptions import RedisError
+
+        try:
+            created = await self.redis.set(f"userkeep:once:{key}", 1, nx=True, ex=max(1, ttl))
+        except RedisError as exc:
+            raise ServiceUnavailable("rate-limit store unavailable") from exc
+        return bool(created)
 
     async def close(self) -> None:
         await self.redis.aclose()
