@@ -419,7 +419,7 @@ async def test_openapi_describes_the_endpoint(client: httpx.AsyncClient) -> None
     operation = spec["paths"][URL]["post"]
     assert operation["tags"] == ["faroe"]
     headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
-    assert headers == {"X-Faroe-Timestamp", "X-Faroe-Signature"}
+    assert headers == {"X-Faroe-Timestamp", "X-Faroe-Signature", "X-Faroe-Nonce"}
     schema = operation["requestBody"]["content"]["application/json"]["schema"]
     assert schema["required"] == ["action", "arguments"]
     assert set(operation["responses"]) >= {"200", "400", "401", "503"}

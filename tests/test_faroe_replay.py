@@ -162,3 +162,68 @@ async def test_unsigned_requests_have_no_replay_guard(database_url: str) -> None
     async with app_with(database_url, faroe_secret=None, faroe_auth="none") as c:
         statuses = [(await c.post(URL, content=body)).status_code for _ in range(2)]
     assert statuses == [200, 200]
+
+
+# ---- the nonce: identical requests from a real Faroe deployment --------------------------------
+
+
+def signed_with_nonce(body: bytes, nonce: str) -> dict[str, str]:
+    return sign(SECRET, body, int(clock.now().timestamp()), nonce=nonce)
+
+
+async def test_identical_requests_with_their_own_nonces_are_all_served(client):
+    """Two Faroe nodes checking one user's session in the same second send byte-identical
+    bodies: with a nonce each, each is a request of its own."""
+    body = get_user()
+    answers = await asyncio.gather(
+        *(
+            client.post(URL, content=body, headers=signed_with_nonce(body, f"{n:032x}"))
+            for n in range(5)
+        )
+    )
+    assert [a.status_code for a in answers] == [200] * 5
+
+
+async def test_a_replayed_nonce_is_refused(client):
+    body = get_user()
+    headers = signed_with_nonce(body, "a" * 32)
+    assert (await client.post(URL, content=body, headers=headers)).status_code == 200
+    replay = await client.post(URL, content=body, headers=headers)
+    assert (replay.status_code, replay.content) == (401, b"")
+
+
+async def test_identical_requests_without_a_nonce_are_served_once(client):
+    """The contract's plain form: the same body, signed in the same second, is the same
+    signature — a replay."""
+    body = get_user()
+    first = await client.post(URL, content=body, headers=signed_now(body))
+    second = await client.post(URL, content=body, headers=signed_now(body))
+    assert (first.status_code, second.status_code) == (200, 401)
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["nonce not signed", "another nonce", "too short", "not url-safe"],
+)
+async def test_a_nonce_the_signature_does_not_cover_is_refused(client, tamper):
+    body = get_user()
+    headers = signed_with_nonce(body, "b" * 32)
+    if tamper == "nonce not signed":
+        headers = {**signed_now(body), "X-Faroe-Nonce": "b" * 32}
+    elif tamper == "another nonce":
+        headers["X-Faroe-Nonce"] = "c" * 32
+    elif tamper == "too short":
+        headers = signed_with_nonce(body, "d" * 8)
+    else:
+        headers = signed_with_nonce(body, "e" * 31 + "/")
+    response = await client.post(URL, content=body, headers=headers)
+    assert (response.status_code, response.content) == (401, b"")
+
+
+async def test_the_python_client_signs_each_request_anew(client):
+    from app.faroe.client import FaroeClient
+
+    faroe = FaroeClient(client, SECRET)
+    for _ in range(3):  # the same body three times in one second
+        result = await faroe.invoke("get_user", {"user_id": UNKNOWN_USER})
+        assert result["error_code"] == "user_not_found"

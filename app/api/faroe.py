@@ -10,9 +10,11 @@ database or Redis outage still reaches the app's handler and is its usual 503.)
 import hashlib
 import hmac
 import logging
+import re
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from starlette.datastructures import Headers
 
 from app import clock
 from app.api.deps import Config, Db, From, Hasher, Limits, rate_limit
@@ -27,7 +29,12 @@ router = APIRouter(prefix="/v1/faroe", tags=["faroe"], dependencies=[Depends(rat
 
 TIMESTAMP_HEADER = "X-Faroe-Timestamp"
 SIGNATURE_HEADER = "X-Faroe-Signature"
+NONCE_HEADER = "X-Faroe-Nonce"
 SIGNATURE_VERSION = "v1="
+# Optional. Faroe sends byte-identical requests in normal use (two session checks of one user in
+# one second, from one node or several); a signature is served once, so a client that may do so
+# adds a random nonce, which the signature then covers. 16-64 URL-safe characters.
+NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 MAX_SKEW_SECONDS = 300
 # A seen signature is kept this long past the end of its timestamp's window, so that a node whose
 # clock runs behind the store's (Redis expires keys on its own clock) still finds it.
@@ -43,20 +50,21 @@ def _warn_once(key: str, message: str, *args: object) -> None:
         log.error(message, *args)
 
 
-def expected_signature(secret: bytes, timestamp: str, body: bytes) -> str:
-    """`v1=` + hex HMAC-SHA256(secret, timestamp + "." + body) — what the Faroe side sends."""
-    mac = hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256)
+def expected_signature(secret: bytes, timestamp: str, body: bytes, nonce: str | None = None) -> str:
+    """`v1=` + hex HMAC-SHA256(secret, timestamp + "." + body) — what the Faroe side sends; with
+    a nonce, HMAC-SHA256(secret, timestamp + "." + nonce + "." + body)."""
+    signed = timestamp.encode("ascii") + b"." + (b"" if nonce is None else nonce.encode() + b".")
+    mac = hmac.new(secret, signed + body, hashlib.sha256)
     return SIGNATURE_VERSION + mac.hexdigest()
 
 
 async def _refusal(
-    settings: Settings, seen: Store, timestamp: str | None, signature: str | None, body: bytes
+    settings: Settings, seen: Store, headers: Headers, body: bytes
 ) -> Response | None:
     """None when the request may be served, else the (empty-bodied) answer refusing it."""
     if settings.faroe_auth == "none":
-        # Announced at start (settings.unsafe_modes), not here on first use.
-        # Nothing is signed, so there is nothing to recognise a replay by: that mode relies on
-        # the private network alone.
+        # Announced at start (settings.unsafe_modes), not here on first use. Nothing is signed,
+        # so there is nothing to recognise a replay by: that mode relies on the private network.
         return None
     secret = settings.faroe_secret.get_secret_value() if settings.faroe_secret else ""
     if not secret:
@@ -66,20 +74,26 @@ async def _refusal(
             "Faroe server signs with, or FAROE_AUTH=none on a private network)",
         )
         return Response(status_code=503)
-    timestamp, signature = timestamp or "", signature or ""
+    timestamp = headers.get(TIMESTAMP_HEADER) or ""
+    signature = headers.get(SIGNATURE_HEADER) or ""
+    nonce = headers.get(NONCE_HEADER)
     # Unix seconds: ASCII digits only (no sign, no fraction, no spaces), of a sane length.
     if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12) or not signature:
+        return Response(status_code=401)
+    if nonce is not None and not NONCE.fullmatch(nonce):
         return Response(status_code=401)
     now = clock.now().timestamp()
     if abs(now - int(timestamp)) > MAX_SKEW_SECONDS:
         return Response(status_code=401)
-    expected = expected_signature(secret.encode("utf-8"), timestamp, body)
+    expected = expected_signature(secret.encode("utf-8"), timestamp, body, nonce)
     # Header values arrive as latin-1 text; compare bytes, in constant time.
     if not hmac.compare_digest(expected.encode("ascii"), signature.encode("latin-1")):
         return Response(status_code=401)
     # A captured request must not work a second time (a replayed delete_user would delete a
     # restored user again). Only a valid signature is remembered, so only the holder of the
     # secret can add keys; each is kept until its timestamp can no longer pass the check above.
+    # The signature covers the nonce, so two identical bodies signed with two nonces are two
+    # requests, however close together.
     ttl = int(timestamp) + MAX_SKEW_SECONDS + SEEN_MARGIN_SECONDS - int(now)
     if not await seen.first_use(f"faroe:{timestamp}:{expected}", ttl, now):
         return Response(status_code=401)
@@ -166,8 +180,16 @@ _HEADERS = [
         "required": False,
         "schema": {"type": "string", "pattern": "^v1=[0-9a-f]{64}$"},
         "description": '`v1=` + lower-case hex HMAC-SHA256(FAROE_SECRET, timestamp + "." + '
-        "raw body). Accepted once: the same timestamp and signature again is 401. Required "
-        "unless FAROE_AUTH=none.",
+        'raw body), or with X-Faroe-Nonce, of timestamp + "." + nonce + "." + raw body. '
+        "Accepted once: the same signature again is 401. Required unless FAROE_AUTH=none.",
+    },
+    {
+        "name": NONCE_HEADER,
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{16,64}$"},
+        "description": "Optional random value covered by the signature, so that two identical "
+        "bodies signed in the same second are two requests (a signature is served once).",
     },
 ]
 
@@ -187,13 +209,7 @@ async def invoke_action(
     Unsigned requests are served only with `FAROE_AUTH=none`; a signed one is served once."""
     body = await request.body()
     headers = request.headers
-    refusal = await _refusal(
-        settings,
-        rules.limiter.store,
-        headers.get(TIMESTAMP_HEADER),
-        headers.get(SIGNATURE_HEADER),
-        body,
-    )
+    refusal = await _refusal(settings, rules.limiter.store, headers, body)
     if refusal is not None:
         return refusal
     try:

@@ -9,9 +9,9 @@ the same signing in Go in its ActionInvocationEndpointClient (docs/faroe.md)::
             user = result["values"]["user"]
 
 Each request carries `X-Faroe-Timestamp` (Unix seconds) and `X-Faroe-Signature`:
-`v1=` + hex HMAC-SHA256(secret, timestamp + "." + body). The endpoint accepts each (timestamp,
-signature) once, so a client must never sign the same body twice with the same timestamp (see
-`Signer`).
+`v1=` + hex HMAC-SHA256(secret, timestamp + "." + body); with `X-Faroe-Nonce`, the nonce is
+signed too (timestamp + "." + nonce + "." + body). The endpoint accepts each signature once, so
+`Signer` (which FaroeClient uses) sends a fresh nonce with every request.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import base64
 import hashlib
 import hmac
 import json
+import secrets
 import time
 from collections.abc import Mapping
 from types import TracebackType
@@ -30,6 +31,7 @@ import httpx
 ENDPOINT = "/v1/faroe/actions"
 TIMESTAMP_HEADER = "X-Faroe-Timestamp"
 SIGNATURE_HEADER = "X-Faroe-Signature"
+NONCE_HEADER = "X-Faroe-Nonce"
 
 
 class FaroeHTTPError(Exception):
@@ -42,33 +44,32 @@ class FaroeHTTPError(Exception):
         self.body = body
 
 
-def sign(secret: str | bytes, body: bytes, timestamp: int | None = None) -> dict[str, str]:
-    """The two headers that authenticate `body` (signed now, unless `timestamp` is given)."""
+def sign(
+    secret: str | bytes, body: bytes, timestamp: int | None = None, nonce: str | None = None
+) -> dict[str, str]:
+    """The headers that authenticate `body` (signed now, unless `timestamp` is given). With a
+    `nonce` the signature covers it too (timestamp + "." + nonce + "." + body) and it is sent
+    as X-Faroe-Nonce; without one, the plain contract form (timestamp + "." + body)."""
     key = secret.encode("utf-8") if isinstance(secret, str) else secret
     stamp = str(int(time.time()) if timestamp is None else timestamp)
-    mac = hmac.new(key, stamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
-    return {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: "v1=" + mac}
+    signed = stamp.encode("ascii") + b"." + (b"" if nonce is None else nonce.encode() + b".")
+    mac = hmac.new(key, signed + body, hashlib.sha256).hexdigest()
+    headers = {TIMESTAMP_HEADER: stamp, SIGNATURE_HEADER: "v1=" + mac}
+    if nonce is not None:
+        headers[NONCE_HEADER] = nonce
+    return headers
 
 
 class Signer:
-    """Signs bodies so that no (timestamp, body) pair is sent twice: the endpoint refuses a
-    repeat as a replay, yet Faroe sends the same request twice within a second in normal use
-    (two session checks of one user, a retry). Such a repeat is dated one second after the
-    previous signature of that body, which the endpoint accepts (up to 300 s ahead of its
-    clock). Per body, the timestamps only ever increase, so none is used twice."""
+    """Signs every request with a fresh random nonce. The endpoint serves each signature once,
+    and Faroe sends byte-identical requests in normal use (two session checks of one user in
+    the same second, from one node or two, or a retry): the nonce makes each signature new."""
 
     def __init__(self, secret: str | bytes) -> None:
         self.secret = secret
-        self._last: dict[bytes, int] = {}  # body digest -> the latest timestamp signed with
 
     def headers(self, body: bytes) -> dict[str, str]:
-        now = int(time.time())
-        digest = hashlib.sha256(body).digest()
-        stamp = max(now, self._last.get(digest, now - 1) + 1)
-        # A timestamp older than now can no longer raise the next one: forget it.
-        self._last = {d: s for d, s in self._last.items() if s >= now}
-        self._last[digest] = stamp
-        return sign(self.secret, body, stamp)
+        return sign(self.secret, body, nonce=secrets.token_hex(16))
 
 
 def encode_request(action: str, arguments: Mapping[str, Any]) -> bytes:
