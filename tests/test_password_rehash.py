@@ -138,3 +138,36 @@ async def test_stock_faroe_settings_make_rest_passwords_faroe_verifiable(
         type=Type.ID,
     )
     assert recomputed == user.password_hash
+
+
+# ---- bcrypt: what an imported hash meets ------------------------------------------------------
+
+LONG = "correct horse battery staple " * 4  # 116 bytes: past bcrypt's 72
+
+
+async def test_a_long_password_verifies_against_bcrypt_as_bcrypt_read_it(client, pg):
+    """bcrypt made the hash from the first 72 bytes; bcrypt >= 5 raises on longer input, which
+    was a 500. The right password signs in and is re-hashed whole."""
+    legacy = bcrypt.hashpw(LONG.encode()[:72], bcrypt.gensalt(4)).decode()
+    email = await plant(pg, legacy)
+    response = await client.post("/v1/auth/signin", json={"email": email, "password": LONG})
+    assert response.status_code == 200, response.text
+    upgraded = await pg.fetchval("SELECT password_hash FROM users WHERE email = $1", email)
+    assert upgraded.startswith(CONFIGURED_PREFIX)
+    again = await client.post("/v1/auth/signin", json={"email": email, "password": LONG})
+    assert again.status_code == 200
+
+
+async def test_a_wrong_long_password_against_bcrypt_is_401(client, pg):
+    email = await plant(pg, bcrypt.hashpw(b"short-secret-1", bcrypt.gensalt(4)).decode())
+    response = await client.post("/v1/auth/signin", json={"email": email, "password": LONG})
+    assert response.status_code == 401 and response.json()["type"] == "invalid_credentials"
+
+
+async def test_a_bcrypt_cost_beyond_the_bound_is_never_verified(client, pg, caplog):
+    """$2b$31$ would hold a hashing slot for hours: refused like a wrong password, at once."""
+    real = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    email = await plant(pg, real.replace("$2b$04$", "$2b$31$", 1))
+    response = await client.post("/v1/auth/signin", json={"email": email, "password": PASSWORD})
+    assert response.status_code == 401 and response.json()["type"] == "invalid_credentials"
+    assert any("bcrypt cost over" in r.getMessage() for r in caplog.records)

@@ -144,11 +144,15 @@ class PasswordHasher:
             if problem is not None:
                 log.warning("stored password hash not verified: %s", problem)
                 return False
+        if scheme == "bcrypt" and _bcrypt_cost(stored) > BCRYPT_MAX_COST:
+            # $2b$31$ is 2^31 rounds: hours in a hashing slot.
+            log.warning("stored password hash not verified: bcrypt cost over %d", BCRYPT_MAX_COST)
+            return False
         return True
 
     def _verify_and_update(self, password: str, stored: str) -> tuple[bool, str | None]:
         """In a worker thread: the verify and, when the hash is to be replaced, the new hash."""
-        if not self.context.verify(password, stored):
+        if not self.context.verify(_as_bcrypt_saw_it(password, stored), stored):
             return False, None
         return True, self.context.hash(password) if self._needs_rehash(stored) else None
 
@@ -164,3 +168,26 @@ class PasswordHasher:
         if self._dummy_hash is None:
             self._dummy_hash = str(await asyncio.to_thread(self.context.hash, os.urandom(16).hex()))
         return self._dummy_hash
+
+
+# Above ~2 s per verify on a server core; imported hashes use 10-12.
+BCRYPT_MAX_COST = 15
+BCRYPT_MAX_BYTES = 72
+
+
+def _bcrypt_cost(stored: str) -> int:
+    """The cost of a `$2a$`/`$2b$`/`$2y$` hash (the two digits after the prefix)."""
+    cost = stored[4:6]
+    return int(cost) if cost.isdigit() else BCRYPT_MAX_COST + 1
+
+
+def _as_bcrypt_saw_it(password: str, stored: str) -> str:
+    """bcrypt only ever read the first 72 bytes of a password, so a hash imported from a system
+    using it was made from those; bcrypt >= 5 raises instead of truncating (a 500 for any longer
+    password). The new hash after a successful sign-in is made from the whole password."""
+    if not stored.startswith(("$2a$", "$2b$", "$2y$")):
+        return password
+    data = password.encode("utf-8")
+    if len(data) <= BCRYPT_MAX_BYTES:
+        return password
+    return data[:BCRYPT_MAX_BYTES].decode("utf-8", errors="ignore")
