@@ -7,9 +7,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -30,6 +31,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_ready(
+    base: str, process: subprocess.Popen[Any], output: Callable[[], str], seconds: float = 60
+) -> None:
+    """Until GET /v1/ready answers 200; fails with the process's output if it exits or the
+    time runs out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(f"{base}/v1/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None, output()
+        assert time.monotonic() < deadline, "server did not become ready\n" + output()
+        time.sleep(0.1)
+
+
 @contextmanager
 def serving(env: dict[str, str], port: int) -> Iterator[str]:
     """`python -m app serve` with `env` on `port`, ready: its base URL. Stopped with Ctrl-C
@@ -44,16 +62,7 @@ def serving(env: dict[str, str], port: int) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/v1/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert server.poll() is None, server.stdout.read() if server.stdout else ""
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
+        wait_ready(base, server, lambda: server.stdout.read() if server.stdout else "")
         yield base
     finally:
         server.send_signal(signal.SIGINT)

@@ -3,8 +3,6 @@
 rate-limit store: PostgreSQL, or Redis when REDIS_URL is set)."""
 
 import asyncio
-import os
-import socket
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -16,27 +14,10 @@ from app import clock
 from app.faroe.client import encode_request, sign
 from tests import admin_support
 from tests.faroe_support import SECRET, app_with, check_user, parse_strict
+from tests.redis_support import REDIS_URL, clear_redis, redis_up
 
 URL = "/v1/faroe/actions"
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 UNKNOWN_USER = "ausr_01h455vb4pex5vsknk084sn02q"
-
-
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-async def _clear_redis() -> None:
-    from redis.asyncio import Redis
-
-    redis = Redis.from_url(REDIS_URL)
-    async for name in redis.scan_iter("userkeep:*"):
-        await redis.delete(name)
-    await redis.aclose()
 
 
 def signed_now(body: bytes) -> dict[str, str]:
@@ -70,14 +51,14 @@ async def store_client(
     """An app whose seen signatures are kept in PostgreSQL, or in Redis."""
     overrides = {}
     if request.param == "redis":
-        if not _redis_up():
+        if not redis_up():
             pytest.skip("no Redis on 127.0.0.1:6379")
         overrides["redis_url"] = REDIS_URL
-        await _clear_redis()
+        await clear_redis()
     async with app_with(database_url, **overrides) as c:
         yield c
     if request.param == "redis":
-        await _clear_redis()
+        await clear_redis()
 
 
 async def test_replayed_delete_user_does_not_delete_the_restored_user(

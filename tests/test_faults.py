@@ -33,6 +33,7 @@ from app.main import create_app
 from app.security import tokens
 from tests.conftest import make_settings
 from tests.helpers import PASSWORD, bearer, unique_email
+from tests.process_support import wait_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 # "Never a hang": every request must be answered within this, whatever the database does.
@@ -406,16 +407,7 @@ def server(running_pg: OwnPostgres, tmp_path: Path) -> Iterator[Server]:
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base_url}/v1/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "server did not become ready\n" + log.read_text()
-            time.sleep(0.1)
+        wait_ready(base_url, process, log.read_text)
         yield Server(process, base_url, url, log)
     finally:
         if process.poll() is None:

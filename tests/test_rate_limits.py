@@ -4,8 +4,6 @@ The app here runs with the limits on and small numbers, so each rule is reached 
 """
 
 import asyncio
-import os
-import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
@@ -23,8 +21,7 @@ from app.settings import Settings
 from tests.admin_support import auth, default_app, make_admin
 from tests.conftest import FAROE_SECRET, make_settings
 from tests.helpers import PASSWORD, bearer, unique_email
-
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+from tests.redis_support import REDIS_URL, clear_redis, redis_up
 
 LIMITS = {
     "rate_limits": "on",
@@ -39,36 +36,19 @@ LIMITS = {
 Client = Callable[..., httpx.AsyncClient]
 
 
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-async def _clear_redis() -> None:
-    from redis.asyncio import Redis
-
-    redis = Redis.from_url(REDIS_URL)
-    async for name in redis.scan_iter("userkeep:*"):
-        await redis.delete(name)
-    await redis.aclose()
-
-
 @pytest.fixture(params=["postgres", "redis"])
 async def limited_app(request: pytest.FixtureRequest, database_url: str) -> AsyncIterator[FastAPI]:
     overrides: dict[str, Any] = dict(LIMITS)
     if request.param == "redis":
-        if not _redis_up():
+        if not redis_up():
             pytest.skip("no Redis on 127.0.0.1:6379")
         overrides["redis_url"] = REDIS_URL
-        await _clear_redis()
+        await clear_redis()
     application = create_app(make_settings(database_url, **overrides))
     async with application.router.lifespan_context(application):
         yield application
     if request.param == "redis":
-        await _clear_redis()
+        await clear_redis()
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,6 @@
 concurrency."""
 
 import asyncio
-import os
 import uuid
 from datetime import timedelta
 
@@ -14,18 +13,7 @@ from app.errors import RateLimited
 from app.limits import Limit
 from app.services.ratelimit import PostgresStore, RateLimiter, RedisStore
 from tests.conftest import make_settings
-
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
-def _redis_available() -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return True
-    except OSError:
-        return False
+from tests.redis_support import REDIS_URL, redis_up
 
 
 @pytest.fixture(params=["postgres", "redis"])
@@ -35,7 +23,7 @@ async def limiter(request, database_url):
         yield RateLimiter(PostgresStore(engine))
         await engine.dispose()
     else:
-        if not _redis_available():
+        if not redis_up():
             pytest.skip("no Redis on 127.0.0.1:6379")
         store = RedisStore(REDIS_URL)
         yield RateLimiter(store)

@@ -81,20 +81,25 @@ async def create_admin(
         await engine.dispose()
 
 
+def _record(db: AsyncSession, action: str, user: User) -> None:
+    """An operator action on `user`, audited as the system."""
+    audit.record(
+        db,
+        action,
+        origin=CLI,
+        app_id=user.app_id,
+        env_id=user.env_id,
+        actor_type="system",
+        target_user_id=user.id,
+    )
+
+
 async def _promote(db: AsyncSession, user_id: str) -> str:
     async with db.begin():
         user = await users.lock(db, user_id)
         user.role = "admin"
         users.touch(user)
-        audit.record(
-            db,
-            "admin.promoted",
-            origin=CLI,
-            app_id=user.app_id,
-            env_id=user.env_id,
-            actor_type="system",
-            target_user_id=user.id,
-        )
+        _record(db, "admin.promoted", user)
     return f"promoted {user.id} <{user.email}> to admin; its password is unchanged"
 
 
@@ -117,15 +122,7 @@ async def _create(
                 email_verified=True,
                 role="admin",
             )
-            audit.record(
-                db,
-                "admin.created",
-                origin=CLI,
-                app_id=user.app_id,
-                env_id=user.env_id,
-                actor_type="system",
-                target_user_id=user.id,
-            )
+            _record(db, "admin.created", user)
     except ApiError as exc:
         # Someone signed up with the e-mail while the password was being read.
         raise UserError(exc.message) from None

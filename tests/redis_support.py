@@ -1,0 +1,24 @@
+"""Redis for the tests of the Redis-backed stores: used when it answers on 127.0.0.1:6379 (db 15,
+or REDIS_URL), skipped otherwise; every key the app writes starts with `userkeep:`."""
+
+import os
+import socket
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def redis_up() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+async def clear_redis() -> None:
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(REDIS_URL)
+    async for name in redis.scan_iter("userkeep:*"):
+        await redis.delete(name)
+    await redis.aclose()
