@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from passlib.context import CryptContext
 
-from app.errors import ServiceUnavailable, ValidationFailed
+from app.errors import HashingOverloaded, ValidationFailed
 
 T = TypeVar("T")
 
@@ -62,7 +62,7 @@ class PasswordHasher:
         burst is refused here, before any database work, so the 503 is immediate; checking
         only at the hash itself would let every request of a burst do its queries first."""
         if self.admitted >= self.concurrency + self.queue_max:
-            raise ServiceUnavailable("password hashing is overloaded, retry shortly")
+            raise HashingOverloaded()
         self.admitted += 1
         try:
             yield
@@ -71,7 +71,7 @@ class PasswordHasher:
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         if self._slots.locked() and self.waiting >= self.queue_max:
-            raise ServiceUnavailable("password hashing is overloaded, retry shortly")
+            raise HashingOverloaded()
         self.waiting += 1
         try:
             await self._slots.acquire()
