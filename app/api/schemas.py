@@ -335,7 +335,11 @@ class TokensOut(BaseModel):
     user: UserOut
     session_token: str = Field(description="bearer token for authenticated routes (1 h)")
     refresh_token: str = Field(description="exchange at /v1/auth/refresh (30 d, single use)")
-    expires_at: datetime
+    expires_at: datetime = Field(description="when session_token stops working (1 h)")
+    refresh_expires_at: datetime = Field(
+        description="when refresh_token stops working (30 d, and never past 90 d from the "
+        "sign-in however often it is refreshed)"
+    )
 
 
 class StatusOut(BaseModel):
