@@ -224,26 +224,50 @@ class SignupIn(Strict):
     )
 
 
+# Exactly one of email and username, as SigninIn.one_identifier() checks (`null` counts as
+# absent there): neither "both given" nor "neither given". Said with `not` rather than a oneOf
+# of two branches, which ReDoc merges into the object (an allOf of clashing property types,
+# shown as `object | (object | object)`); ReDoc and Swagger UI leave `not` alone, while JSON
+# Schema validators and the fuzzer apply it.
+ONE_IDENTIFIER: dict[str, JsonValue] = {
+    "not": {
+        "anyOf": [
+            {
+                "required": ["email", "username"],
+                "properties": {"email": {"type": "string"}, "username": {"type": "string"}},
+            },
+            {"properties": {"email": {"type": "null"}, "username": {"type": "null"}}},
+        ]
+    }
+}
+
+
 class SigninIn(Strict):
+    """The password with exactly one of `email` or `username` (both, or neither, is a 422).
+    An unknown account and a wrong password get the same 401 `invalid_credentials`."""
+
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"email": "ada@example.com", "password": "correct horse battery staple"}],
-            # Exactly one of the two identifiers, as one_identifier() checks.
-            "oneOf": [
-                {"required": ["email"], "properties": {"email": {"type": "string"}}},
-                {"required": ["username"], "properties": {"username": {"type": "string"}}},
+            "examples": [
+                {"email": "ada@example.com", "password": "correct horse battery staple"},
+                {"username": "ada", "password": "correct horse battery staple"},
             ],
+            **ONE_IDENTIFIER,
         },
     )
 
     email: SigninEmail | None = Field(
-        default=None, description="give exactly one of email or username"
+        default=None, description="the account's e-mail address, any case; not with username"
     )
-    username: SigninUsername | None = None
+    username: SigninUsername | None = Field(
+        default=None, description="the account's username, any case; not with email"
+    )
     password: Password
-    app_id: AppRef | None = None
-    env_id: EnvRef | None = None
+    app_id: AppRef | None = Field(default=None, description="app slug or aapp_ id; default app")
+    env_id: EnvRef | None = Field(
+        default=None, description="environment slug or aenv_ id; the app's default"
+    )
 
     @model_validator(mode="after")
     def one_identifier(self) -> "SigninIn":
