@@ -15,6 +15,7 @@ from starlette.routing import Match
 
 from app import db as database
 from app.api import admin, auth, faroe, health
+from app.api.docs import restore_null_examples
 from app.errors import (
     TYPE_OF_STATUS,
     ApiError,
@@ -195,9 +196,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             embedded.stop()
 
 
+class Userkeep(FastAPI):
+    """FastAPI, with the nulls of the models' examples kept in /openapi.json."""
+
+    def openapi(self) -> dict[str, Any]:
+        fresh = self.openapi_schema is None
+        spec = super().openapi()
+        if fresh:
+            restore_null_examples(spec)
+        return spec
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(
+    app = Userkeep(
         title="Userkeep",
         version="0.1.0",
         description=DESCRIPTION,

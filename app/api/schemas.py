@@ -60,10 +60,20 @@ def typeid_pattern(*prefixes: Prefix) -> str:
     return f"^(?:{names})_[0-7][0-9a-hjkmnp-tv-z]{{25}}$"
 
 
+# Well-formed ids of one made-up account (signed up 2025-01-15 09:30 UTC), for the examples.
+EXAMPLE_ID = {
+    Prefix.USER: "ausr_01jhmms3m3ebsacsd61g9d528r",
+    Prefix.APP: "aapp_01jedmwbm3fparxt416r4hcvvb",
+    Prefix.ENV: "aenv_01jedmwbm6e4ysf3bc1z9s07zj",
+    Prefix.SESSION: "ases_01jhmmty73f6gt15fj1y9sas8c",
+    Prefix.FAMILY: "asfm_01jhmmty73f4w8q3pv4956p94a",
+    Prefix.API_KEY: "akey_01jhssjhm3ft98x3ygnrq1n54j",
+    Prefix.AUDIT: "aevt_01jhmms4kbecr9y64cpr8903wy",
+}
+
+
 def typeid(prefix: Prefix) -> Any:
-    return Keywords(
-        pattern=typeid_pattern(prefix), examples=[f"{prefix.value}_01jdk3v7m6e8x9q2w4r5t6y7u8"]
-    )
+    return Keywords(pattern=typeid_pattern(prefix), examples=[EXAMPLE_ID[prefix]])
 
 
 Email = Annotated[
@@ -332,8 +342,68 @@ class ChangePasswordIn(Strict):
     new_password: NewPassword
 
 
+# ---- answers ---------------------------------------------------------------------------------
+# The examples are one made-up account as the API would show it, so /docs reads like real
+# traffic (tests/test_openapi.py validates each against its schema).
+
+SIGNED_UP = "2025-01-15T09:30:12.483912Z"
+USER_EXAMPLE: dict[str, JsonValue] = {
+    "id": EXAMPLE_ID[Prefix.USER],
+    "app_id": EXAMPLE_ID[Prefix.APP],
+    "env_id": EXAMPLE_ID[Prefix.ENV],
+    "email": "ada@example.com",
+    "email_verified": False,
+    "name": "Ada Lovelace",
+    "image": None,
+    "username": "ada",
+    "display_username": "Ada",
+    "phone": None,
+    "phone_verified": False,
+    "role": "user",
+    "password_changed_at": SIGNED_UP,
+    "banned": False,
+    "ban_reason": None,
+    "ban_expires": None,
+    "metadata": {},
+    "created_at": SIGNED_UP,
+    "updated_at": SIGNED_UP,
+    "deleted_at": None,
+}
+SESSION_EXAMPLE: dict[str, JsonValue] = {
+    "id": EXAMPLE_ID[Prefix.SESSION],
+    "family_id": EXAMPLE_ID[Prefix.FAMILY],
+    "created_at": SIGNED_UP,
+    "expires_at": "2025-01-15T10:30:12.483912Z",
+    "refresh_expires_at": "2025-02-14T09:30:12.483912Z",
+    "last_used_at": "2025-01-15T09:42:03.118204Z",
+    "ip": "203.0.113.7",
+    "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_2) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.2 Safari/605.1.15",
+    "current": True,
+}
+AUDIT_EVENT_EXAMPLE: dict[str, JsonValue] = {
+    "id": EXAMPLE_ID[Prefix.AUDIT],
+    "action": "user.signup",
+    "actor_type": "user",
+    "actor_id": EXAMPLE_ID[Prefix.USER],
+    "target_user_id": EXAMPLE_ID[Prefix.USER],
+    "app_id": EXAMPLE_ID[Prefix.APP],
+    "env_id": EXAMPLE_ID[Prefix.ENV],
+    "ip": "203.0.113.7",
+    "user_agent": SESSION_EXAMPLE["user_agent"],
+    "created_at": SIGNED_UP,
+    "metadata": {},
+}
+
+
+def example(*examples: JsonValue) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": list(examples)})
+
+
 class UserOut(BaseModel):
-    id: str = Field(examples=["ausr_01jdk3v7m6e8x9q2w4r5t6y7u8"])
+    model_config = example(USER_EXAMPLE)
+
+    id: str
     app_id: str
     env_id: str
     email: str
@@ -346,7 +416,7 @@ class UserOut(BaseModel):
     phone_verified: bool
     role: str
     password_changed_at: datetime | None
-    banned: bool
+    banned: bool = Field(description="the effective state: false once `ban_expires` has passed")
     ban_reason: str | None
     ban_expires: datetime | None
     metadata: dict[str, str]
@@ -356,9 +426,19 @@ class UserOut(BaseModel):
 
 
 class TokensOut(BaseModel):
+    model_config = example(
+        {
+            "user": USER_EXAMPLE,
+            "session_token": "ukst_bvNccskM1UO0Pnslivd7BidQHwyocpf87puyJd62n_A",
+            "refresh_token": "ukrt_m48jZDHhjm8LkeGd_C8FNapJWTlPcGU8Sg19EexsCL0",
+            "expires_at": SESSION_EXAMPLE["expires_at"],
+            "refresh_expires_at": SESSION_EXAMPLE["refresh_expires_at"],
+        }
+    )
+
     user: UserOut
-    session_token: str = Field(description="bearer token for authenticated routes (1 h)")
-    refresh_token: str = Field(description="exchange at /v1/auth/refresh (30 d, single use)")
+    session_token: str = Field(description="`ukst_…`: the bearer token of /v1/auth routes")
+    refresh_token: str = Field(description="`ukrt_…`: exchange once at /v1/auth/refresh")
     expires_at: datetime = Field(description="when session_token stops working (1 h)")
     refresh_expires_at: datetime = Field(
         description="when refresh_token stops working (30 d, and never past 90 d from the "
@@ -371,26 +451,34 @@ class StatusOut(BaseModel):
 
 
 class SessionOut(BaseModel):
+    model_config = example(SESSION_EXAMPLE)
+
     id: str
-    family_id: str
+    family_id: str = Field(description="the sign-in the session descends from by refreshes")
     created_at: datetime
     expires_at: datetime
     refresh_expires_at: datetime
-    last_used_at: datetime | None
+    last_used_at: datetime | None = Field(description="to the minute")
     ip: str | None
     user_agent: str | None
-    current: bool
+    current: bool = Field(description="the session making this call")
 
 
 class SessionsOut(BaseModel):
+    model_config = example({"sessions": [SESSION_EXAMPLE]})
+
     sessions: list[SessionOut]
 
 
 class ExportSessionOut(SessionOut):
+    model_config = example({**SESSION_EXAMPLE, "revoked_at": None})
+
     revoked_at: datetime | None
 
 
 class AuditEventOut(BaseModel):
+    model_config = example(AUDIT_EVENT_EXAMPLE)
+
     id: str
     action: str
     actor_type: str
@@ -405,6 +493,17 @@ class AuditEventOut(BaseModel):
 
 
 class ExportOut(BaseModel):
+    model_config = example(
+        {
+            "user": USER_EXAMPLE,
+            "sessions": [{**SESSION_EXAMPLE, "revoked_at": None}],
+            "devices": [],
+            "organizations": [],
+            "mfa_enrollments": [],
+            "audit_events": [AUDIT_EVENT_EXAMPLE],
+        }
+    )
+
     user: UserOut
     sessions: list[ExportSessionOut]
     devices: list[dict[str, Any]]
