@@ -1,7 +1,8 @@
 """Domain errors and the one JSON error envelope every non-2xx answer uses.
 
 Each class is also the catalogue entry of its error: status, `type`, a typical message and what
-it means; the handlers of app/main.py and the body-size cap answer with these classes too.
+it means. The handlers of app/main.py and the body-size cap answer with these classes, and
+app/api/docs.py documents every route's errors from them, so /docs shows what is sent.
 """
 
 from datetime import UTC, datetime

@@ -15,7 +15,7 @@ from starlette.routing import Match
 
 from app import db as database
 from app.api import admin, auth, faroe, health
-from app.api.docs import restore_null_examples
+from app.api.docs import operation_id, restore_null_examples
 from app.errors import (
     TYPE_OF_STATUS,
     ApiError,
@@ -39,7 +39,12 @@ DESCRIPTION = """
 Self-hosted user management. Sign up or sign in under **auth**, press **Authorize** and paste
 the `session_token`, then try `GET /v1/auth/me`.
 
-Every error has one shape: `{"error": "...", "code": 403, "type": "user_banned"}`.
+Every error has one shape: `{"error": "...", "code": 403, "type": "user_banned"}`, plus
+`details` on a 422 and `ban_expires` on a `user_banned` 403 when the ban ends. Each operation
+lists the errors it can return, each with an example. Two follow a rule instead: 503
+`service_unavailable` (with `Retry-After`) is listed on every operation that uses the
+database, since any of them can meet an outage; 500 `internal_error` is listed nowhere, since a
+500 is a bug, not an answer.
 """
 
 # The prefix pydantic puts before the message of a ValueError raised in a validator; the
@@ -214,6 +219,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
         openapi_tags=[
             {"name": "auth", "description": "Sign-up, sign-in and the caller's own account."},
             {

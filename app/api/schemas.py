@@ -513,15 +513,20 @@ class ExportOut(BaseModel):
 
 
 class ErrorDetail(BaseModel):
-    field: str
+    field: str = Field(description="the parameter or body field, dotted for nested ones")
     message: str
 
 
 class ErrorOut(BaseModel):
-    """The one error envelope of every non-2xx answer."""
+    """The one error envelope of every non-2xx answer (but the Faroe endpoint's, which answers
+    in Faroe's format). Each operation's error responses show the `type`s it answers with."""
 
-    error: str = Field(examples=["user is banned"])
-    code: int = Field(examples=[403])
-    type: str = Field(examples=["user_banned"])
-    details: list[ErrorDetail] | None = None
-    ban_expires: datetime | None = None
+    error: str = Field(description="for people; may change")
+    code: int = Field(description="the HTTP status")
+    type: str = Field(description="the stable machine code")
+    details: list[ErrorDetail] | None = Field(
+        default=None, description="validation_error only: every field that failed"
+    )
+    ban_expires: datetime | None = Field(
+        default=None, description="user_banned only: when the ban ends, if it does"
+    )
