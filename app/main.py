@@ -15,7 +15,18 @@ from starlette.routing import Match
 
 from app import db as database
 from app.api import admin, auth, faroe, health
-from app.errors import ApiError, envelope
+from app.api.docs import operation_id, restore_null_examples
+from app.errors import (
+    TYPE_OF_STATUS,
+    ApiError,
+    BadRequest,
+    DatabaseUnavailable,
+    InternalError,
+    TransactionConflict,
+    UnsupportedMediaType,
+    ValidationFailed,
+    envelope,
+)
 from app.metrics import Metrics
 from app.middleware import BodyLimit, Observe, RequestId, SecurityHeaders, docs_pages
 from app.security.passwords import PasswordHasher
@@ -28,21 +39,17 @@ DESCRIPTION = """
 Self-hosted user management. Sign up or sign in under **auth**, press **Authorize** and paste
 the `session_token`, then try `GET /v1/auth/me`.
 
-Every error has one shape: `{"error": "...", "code": 403, "type": "user_banned"}`.
+Every error has one shape: `{"error": "...", "code": 403, "type": "user_banned"}`, plus
+`details` on a 422 and `ban_expires` on a `user_banned` 403 when the ban ends. Each operation
+lists the errors it can return, each with an example. Two follow a rule instead: 503
+`service_unavailable` (with `Retry-After`) is listed on every operation that uses the
+database, since any of them can meet an outage; 500 `internal_error` is listed nowhere, since a
+500 is a bug, not an answer.
 """
 
-HTTP_TYPES = {
-    400: "bad_request",
-    401: "authentication_required",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "rate_limited",
-    503: "service_unavailable",
-}
+# The prefix pydantic puts before the message of a ValueError raised in a validator; the
+# field name already says what failed.
+VALUE_ERROR_PREFIX = "Value error, "
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -60,22 +67,23 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         if problem := _unreadable_body(exc):
-            return JSONResponse(envelope(*problem), status_code=problem[0])
+            return JSONResponse(problem.body(), status_code=problem.status)
         details = [
-            {"field": _field(tuple(err.get("loc", ()))), "message": str(err.get("msg", ""))}
+            {
+                "field": _field(tuple(err.get("loc", ()))),
+                "message": str(err.get("msg", "")).removeprefix(VALUE_ERROR_PREFIX),
+            }
             for err in exc.errors()
         ]
         first = details[0] if details else {"field": "body", "message": "invalid"}
-        body = envelope(
-            422, "validation_error", f"{first['field']}: {first['message']}", details=details
-        )
-        return JSONResponse(body, status_code=422)
+        failed = ValidationFailed(first["field"], first["message"])
+        return JSONResponse({**failed.body(), "details": details}, status_code=422)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 400 and (problem := _unreadable_body(exc)):
-            return JSONResponse(envelope(*problem), status_code=400)
-        type_ = HTTP_TYPES.get(exc.status_code, "error")
+            return JSONResponse(problem.body(), status_code=problem.status)
+        type_ = TYPE_OF_STATUS.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else type_.replace("_", " ")
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
@@ -91,24 +99,24 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         request_id = getattr(request.state, "request_id", "-")
+        answer: ApiError
         if _is_unavailable(exc):
             log.warning("database unavailable request_id=%s: %s", request_id, type(exc).__name__)
-            body = envelope(503, "service_unavailable", "database temporarily unavailable")
-            return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
-        if database.is_retryable(exc):
+            answer = DatabaseUnavailable()
+        elif database.is_retryable(exc):
             # A deadlock or serialization failure that outlasted db.retrying's attempts: the
             # change was rolled back whole, and trying again is the right thing to do.
             state = database.sqlstate(exc)
             log.warning("transaction conflict request_id=%s: sqlstate %s", request_id, state)
-            body = envelope(503, "service_unavailable", "the change collided with another; retry")
-            return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
-        log.exception("unhandled error request_id=%s", request_id)
-        body = envelope(500, "internal_error", f"internal error (request id {request_id})")
-        return JSONResponse(body, status_code=500)
+            answer = TransactionConflict()
+        else:
+            log.exception("unhandled error request_id=%s", request_id)
+            answer = InternalError(f"internal error (request id {request_id})")
+        return JSONResponse(answer.body(), status_code=answer.status, headers=answer.headers)
 
 
-def _unreadable_body(exc: Exception) -> tuple[int, str, str] | None:
-    """(status, type, message) when the request body is not JSON text at all. FastAPI would
+def _unreadable_body(exc: Exception) -> ApiError | None:
+    """The answer when the request body is not JSON text at all. FastAPI would
     answer a 422 "JSON decode error" at a character offset for a syntax error, a bare 400
     "error parsing the body" for bytes that are not UTF-8, nesting too deep for the parser
     (RecursionError) or a number of too many digits, and for a body of another media type it
@@ -117,19 +125,19 @@ def _unreadable_body(exc: Exception) -> tuple[int, str, str] | None:
         errors = exc.errors()
         if errors and errors[0].get("type") == "json_invalid":
             reason = str((errors[0].get("ctx") or {}).get("error") or "invalid")
-            return 400, "bad_request", f"request body is not valid JSON: {reason.lower()}"
+            return BadRequest(f"request body is not valid JSON: {reason.lower()}")
         if isinstance(exc.body, bytes | bytearray):
             # FastAPI parses only application/json (and +json) bodies, so text/plain, a form
             # or no Content-Type at all leave the body as bytes.
-            return 415, "unsupported_media_type", "request body must be application/json"
+            return UnsupportedMediaType()
         return None
     cause = exc.__cause__
     if isinstance(cause, RecursionError):
-        return 400, "bad_request", "request body is not valid JSON: nested too deeply"
+        return BadRequest("request body is not valid JSON: nested too deeply")
     if isinstance(cause, UnicodeDecodeError):
-        return 400, "bad_request", "request body is not UTF-8 text"
+        return BadRequest("request body is not UTF-8 text")
     if isinstance(cause, ValueError):
-        return 400, "bad_request", "request body is not valid JSON"
+        return BadRequest()
     return None
 
 
@@ -193,13 +201,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             embedded.stop()
 
 
+class Userkeep(FastAPI):
+    """FastAPI, with the nulls of the models' examples kept in /openapi.json."""
+
+    def openapi(self) -> dict[str, Any]:
+        fresh = self.openapi_schema is None
+        spec = super().openapi()
+        if fresh:
+            restore_null_examples(spec)
+        return spec
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(
+    app = Userkeep(
         title="Userkeep",
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
         openapi_tags=[
             {"name": "auth", "description": "Sign-up, sign-in and the caller's own account."},
             {

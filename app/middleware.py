@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import logs
-from app.errors import envelope
+from app.errors import ApiError, PayloadTooLarge
 from app.metrics import Metrics
 
 access_log = logging.getLogger("userkeep.access")
@@ -33,12 +33,12 @@ access_log = logging.getLogger("userkeep.access")
 BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
-async def send_error(send: Send, status: int, type_: str, message: str) -> None:
-    body = json.dumps(envelope(status, type_, message)).encode()
+async def send_error(send: Send, error: ApiError) -> None:
+    body = json.dumps(error.body()).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": status,
+            "status": error.status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
@@ -68,7 +68,7 @@ class BodyLimit:
                 except ValueError:
                     declared = -1
                 if declared > self.max_bytes:
-                    await send_error(send, 413, "payload_too_large", "request body too large")
+                    await send_error(send, PayloadTooLarge())
                     return
         chunks: list[bytes] = []
         size = 0
@@ -80,7 +80,7 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await send_error(send, 413, "payload_too_large", "request body too large")
+                await send_error(send, PayloadTooLarge())
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)

@@ -239,3 +239,24 @@ async def test_refreshing_never_extends_a_sign_in_past_its_family_lifetime(clien
     clock.advance(timedelta(days=3, seconds=5))  # day 90
     response = await client.post("/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
     assert response.status_code == 401 and response.json()["type"] == "session_expired"
+
+
+async def test_every_token_pair_says_when_its_refresh_token_expires(client):
+    """refresh_expires_at: 30 days from sign-up, sign-in or refresh, as the session row holds it
+    (and never past the sign-in's family end, as the test above shows)."""
+    signed_up = await signup(client)
+    signed_in = await _signin(client, signed_up["user"]["email"])
+    response = await client.post(
+        "/v1/auth/refresh", json={"refresh_token": signed_in["refresh_token"]}
+    )
+    assert response.status_code == 200, response.text
+    refreshed = response.json()
+    for pair in (signed_up, signed_in, refreshed):
+        expires = datetime.fromisoformat(pair["refresh_expires_at"])
+        assert pair["refresh_expires_at"].endswith("Z")
+        assert abs(expires - (clock.now() + timedelta(days=30))) < timedelta(seconds=5)
+        assert expires > datetime.fromisoformat(pair["expires_at"])
+    # The sign-in's session was rotated away by the refresh; the other two are live.
+    listed = await client.get("/v1/auth/sessions", headers=bearer(refreshed["session_token"]))
+    held = {s["refresh_expires_at"] for s in listed.json()["sessions"]}
+    assert held == {signed_up["refresh_expires_at"], refreshed["refresh_expires_at"]}

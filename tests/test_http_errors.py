@@ -4,7 +4,7 @@ import httpx
 import pytest
 
 from app.main import create_app
-from tests.admin_support import auth, make_admin
+from tests.admin_support import auth, default_app, make_admin
 from tests.conftest import make_settings
 from tests.helpers import PASSWORD, bearer, signup
 
@@ -265,3 +265,44 @@ async def test_openapi_is_a_usable_manual(client):
     assert spec["components"]["schemas"][schema_ref]["examples"]
     docs = await client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+async def test_validation_messages_carry_no_pydantic_prefix(client):
+    """A validator's ValueError reads "email: is not a valid e-mail address (…)", not
+    "email: Value error, is not …"; pydantic's own messages are kept as they are."""
+    response = await client.post(
+        "/v1/auth/signup",
+        json={"email": "not-an-email", "password": PASSWORD, "username": "ab"},
+    )
+    assert_envelope(response, 422, "validation_error")
+    body = response.json()
+    assert body["error"].startswith("email: is not a valid e-mail address")
+    messages = {d["field"]: d["message"] for d in body["details"]}
+    assert messages["email"].startswith("is not a valid e-mail address")
+    assert messages["username"] == "must be 3-32 characters of letters, digits, '_', '.' or '-'"
+    assert "Value error" not in response.text
+    missing = await client.post("/v1/auth/signup", json={"email": "a@example.com"})
+    assert {"field": "password", "message": "Field required"} in missing.json()["details"]
+    both = await client.post(
+        "/v1/auth/signin", json={"email": "a@example.com", "username": "a", "password": "x"}
+    )
+    assert both.json()["error"] == "body: give exactly one of email or username"
+
+
+async def test_ban_expires_reads_the_same_in_the_403_as_in_the_user(client, pg):
+    """pydantic's JSON form, `Z` for UTC, in both: a client compares them as strings."""
+    root = auth(await make_admin(pg, await default_app(pg)))
+    user = await signup(client)
+    banned = await client.post(
+        f"/v1/admin/users/{user['user']['id']}/ban", json={"expires_in": 3600}, headers=root
+    )
+    assert banned.status_code == 200, banned.text
+    ban_expires = banned.json()["ban_expires"]
+    assert ban_expires.endswith("Z") and "+00:00" not in ban_expires
+    refused = await client.post(
+        "/v1/auth/signin", json={"email": user["user"]["email"], "password": PASSWORD}
+    )
+    assert_envelope(refused, 403, "user_banned")
+    assert refused.json()["ban_expires"] == ban_expires
+    shown = await client.get(f"/v1/admin/users/{user['user']['id']}", headers=root)
+    assert shown.json()["ban_expires"] == ban_expires

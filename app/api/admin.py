@@ -39,7 +39,20 @@ from app.api.admin_schemas import (
     UserListQuery,
 )
 from app.api.deps import Config, Db, From, Hasher, rate_limit
-from app.api.schemas import AppRef, ErrorOut, SessionId, StatusOut, UserId, UserOut
+from app.api.docs import JSON_BODY, SESSION, TENANT, answer, errors
+from app.api.schemas import AppRef, SessionId, StatusOut, UserId, UserOut
+from app.errors import (
+    AuthenticationRequired,
+    Conflict,
+    DatabaseUnavailable,
+    EmailTaken,
+    Forbidden,
+    HashingOverloaded,
+    NotFound,
+    RateLimited,
+    UsernameTaken,
+    ValidationFailed,
+)
 from app.services import admin, admin_auth, api_keys, apps
 from app.services.admin_auth import AdminPrincipal
 
@@ -62,17 +75,23 @@ router = APIRouter(
     route_class=_Route,
 )
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorOut, "description": "a request body that is not UTF-8 JSON text"},
-    401: {"model": ErrorOut, "description": "no, an invalid or a revoked session or API key"},
-    403: {"model": ErrorOut, "description": "the caller is not an admin (or is banned)"},
-    404: {"model": ErrorOut, "description": "unknown, or outside the caller's apps"},
-    409: {"model": ErrorOut, "description": "conflict (e.g. email_taken, username_taken)"},
-    413: {"model": ErrorOut, "description": "request body too large"},
-    422: {"model": ErrorOut, "description": "validation_error, with details per field"},
-    429: {"model": ErrorOut, "description": "rate_limited, with Retry-After"},
-    503: {"model": ErrorOut, "description": "database or password hashing unavailable"},
-}
+# What every admin route can answer: its caller (get_admin: no or a bad credential, a
+# non-admin or banned admin's session), the router's per-IP rule, and the database.
+CALLER = (
+    SESSION,
+    AuthenticationRequired("invalid or revoked API key"),
+    Forbidden("admin role required"),
+    RateLimited,
+    DatabaseUnavailable,
+)
+APP_NOT_FOUND = NotFound("app not found")
+USER_NOT_FOUND = NotFound("user not found")
+BAD_USER_ID = ValidationFailed("user_id", "must be a TypeID with prefix ausr_")
+BAD_APP_ID = ValidationFailed("app_id", "must be a TypeID with prefix aapp_")
+# admin_auth.ensure_may_change_admin / ensure_may_set_role: keys automate, people hold power.
+KEY_ON_ADMIN = Forbidden("API keys cannot change an admin's account; use an admin session")
+KEY_SETS_ROLE = Forbidden("API keys cannot grant or remove the admin role; use an admin session")
+KEY_ON_KEYS = Forbidden("API keys cannot create or revoke API keys; use an admin session")
 
 
 async def get_admin(
@@ -95,7 +114,18 @@ Admin = Annotated[AdminPrincipal, Depends(get_admin)]
 # ---- users -------------------------------------------------------------------------------
 
 
-@router.get("/users", response_model=UserListOut, responses=ERRORS)
+@router.get(
+    "/users",
+    name="users.list",
+    summary="List and search users",
+    response_model=UserListOut,
+    responses=errors(
+        CALLER,
+        ValidationFailed("limit", "Input should be less than or equal to 100"),
+        ValidationFailed("cursor", "was made for another sort_by or sort_order"),
+        TENANT,
+    ),
+)
 async def list_users(
     query: Annotated[UserListQuery, Query()], caller: Admin, db: Db, settings: Config
 ) -> dict[str, Any]:
@@ -107,7 +137,23 @@ async def list_users(
     return await admin.list_users(db, caller, user_query, settings.admin_count_limit)
 
 
-@router.post("/users", status_code=201, response_model=UserOut, responses=ERRORS)
+@router.post(
+    "/users",
+    name="users.create",
+    summary="Create a user",
+    status_code=201,
+    response_model=UserOut,
+    responses=errors(
+        CALLER,
+        JSON_BODY,
+        ValidationFailed.example(),
+        KEY_SETS_ROLE,
+        TENANT,
+        EmailTaken,
+        UsernameTaken,
+        HashingOverloaded,
+    ),
+)
 async def create_user(
     body: AdminUserCreate, caller: Admin, db: Db, hasher: Hasher, settings: Config, origin: From
 ) -> dict[str, Any]:
@@ -116,7 +162,20 @@ async def create_user(
     return await admin.create_user(db, hasher, settings, origin, caller, fields)
 
 
-@router.post("/users/purge", response_model=PurgeOut, responses=ERRORS)
+@router.post(
+    "/users/purge",
+    name="users.purge_expired",
+    summary="Erase the deleted users past the retention window",
+    response_model=PurgeOut,
+    responses=errors(
+        CALLER,
+        JSON_BODY,
+        ValidationFailed(
+            "app_id", "must be 2-63 characters of a-z, 0-9 and '-', starting with a-z or 0-9"
+        ),
+        APP_NOT_FOUND,
+    ),
+)
 async def purge_expired(
     caller: Admin,
     db: Db,
@@ -130,7 +189,13 @@ async def purge_expired(
     return {"purged": await admin.purge_expired(db, settings, origin, caller, app_ref)}
 
 
-@router.get("/users/{user_id}", response_model=UserOut, responses=ERRORS)
+@router.get(
+    "/users/{user_id}",
+    name="users.get",
+    summary="Get a user",
+    response_model=UserOut,
+    responses=errors(CALLER, BAD_USER_ID, USER_NOT_FOUND),
+)
 async def get_user(
     user_id: UserId, query: Annotated[IncludeDeleted, Query()], caller: Admin, db: Db
 ) -> dict[str, Any]:
@@ -138,7 +203,23 @@ async def get_user(
     return await admin.get_user(db, caller, user_id, query.include_deleted)
 
 
-@router.patch("/users/{user_id}", response_model=UserOut, responses=ERRORS)
+@router.patch(
+    "/users/{user_id}",
+    name="users.update",
+    summary="Update a user",
+    response_model=UserOut,
+    responses=errors(
+        CALLER,
+        JSON_BODY,
+        BAD_USER_ID,
+        ValidationFailed("role", "must not be null"),
+        USER_NOT_FOUND,
+        KEY_ON_ADMIN,
+        KEY_SETS_ROLE,
+        EmailTaken,
+        UsernameTaken,
+    ),
+)
 async def update_user(
     user_id: UserId, body: AdminUserPatch, caller: Admin, db: Db, origin: From
 ) -> dict[str, Any]:
@@ -147,7 +228,14 @@ async def update_user(
     return await admin.update_user(db, origin, caller, user_id, body.changes())
 
 
-@router.delete("/users/{user_id}", response_model=StatusOut, responses=ERRORS)
+@router.delete(
+    "/users/{user_id}",
+    name="users.delete",
+    summary="Delete a user (soft)",
+    response_model=StatusOut,
+    responses=errors(CALLER, BAD_USER_ID, USER_NOT_FOUND, KEY_ON_ADMIN)
+    | answer({"status": "user deleted"}),
+)
 async def delete_user(user_id: UserId, caller: Admin, db: Db, origin: From) -> dict[str, str]:
     """Soft delete: every session ends, the e-mail and username are free again; restorable
     within the retention window."""
@@ -155,7 +243,22 @@ async def delete_user(user_id: UserId, caller: Admin, db: Db, origin: From) -> d
     return {"status": "user deleted"}
 
 
-@router.post("/users/{user_id}/restore", response_model=UserOut, responses=ERRORS)
+@router.post(
+    "/users/{user_id}/restore",
+    name="users.restore",
+    summary="Restore a deleted user",
+    response_model=UserOut,
+    responses=errors(
+        CALLER,
+        BAD_USER_ID,
+        USER_NOT_FOUND,
+        KEY_ON_ADMIN,
+        Conflict("user is not deleted"),
+        Conflict("the retention window has passed; the user can only be purged"),
+        EmailTaken,
+        UsernameTaken,
+    ),
+)
 async def restore_user(
     user_id: UserId, caller: Admin, db: Db, settings: Config, origin: From
 ) -> dict[str, Any]:
@@ -164,7 +267,19 @@ async def restore_user(
     return await admin.restore_user(db, settings, origin, caller, user_id)
 
 
-@router.post("/users/{user_id}/purge", response_model=PurgeOut, responses=ERRORS)
+@router.post(
+    "/users/{user_id}/purge",
+    name="users.purge",
+    summary="Erase a deleted user now",
+    response_model=PurgeOut,
+    responses=errors(
+        CALLER,
+        BAD_USER_ID,
+        USER_NOT_FOUND,
+        KEY_ON_ADMIN,
+        Conflict("only a deleted user can be purged; delete it first"),
+    ),
+)
 async def purge_user(user_id: UserId, caller: Admin, db: Db, origin: From) -> dict[str, int]:
     """Erase one soft-deleted user now, without waiting for the retention window; a live
     user is a 409 (delete it first)."""
@@ -172,7 +287,21 @@ async def purge_user(user_id: UserId, caller: Admin, db: Db, origin: From) -> di
     return {"purged": 1}
 
 
-@router.post("/users/{user_id}/ban", response_model=UserOut, responses=ERRORS)
+@router.post(
+    "/users/{user_id}/ban",
+    name="users.ban",
+    summary="Ban a user",
+    response_model=UserOut,
+    responses=errors(
+        CALLER,
+        JSON_BODY,
+        BAD_USER_ID,
+        ValidationFailed("expires_at", "must be in the future"),
+        USER_NOT_FOUND,
+        Forbidden("you cannot ban yourself"),
+        KEY_ON_ADMIN,
+    ),
+)
 async def ban_user(
     user_id: UserId, body: BanIn, caller: Admin, db: Db, origin: From
 ) -> dict[str, Any]:
@@ -183,13 +312,33 @@ async def ban_user(
     )
 
 
-@router.post("/users/{user_id}/unban", response_model=UserOut, responses=ERRORS)
+@router.post(
+    "/users/{user_id}/unban",
+    name="users.unban",
+    summary="Lift a user's ban",
+    response_model=UserOut,
+    responses=errors(CALLER, BAD_USER_ID, USER_NOT_FOUND, KEY_ON_ADMIN),
+)
 async def unban_user(user_id: UserId, caller: Admin, db: Db, origin: From) -> dict[str, Any]:
     """Lift a ban."""
     return await admin.unban(db, origin, caller, user_id)
 
 
-@router.put("/users/{user_id}/password", response_model=UserOut, responses=ERRORS)
+@router.put(
+    "/users/{user_id}/password",
+    name="users.password.set",
+    summary="Set a user's password",
+    response_model=UserOut,
+    responses=errors(
+        CALLER,
+        JSON_BODY,
+        BAD_USER_ID,
+        ValidationFailed("password", "is too common; choose a less guessable password"),
+        USER_NOT_FOUND,
+        KEY_ON_ADMIN,
+        HashingOverloaded,
+    ),
+)
 async def set_password(
     user_id: UserId,
     body: PasswordIn,
@@ -203,20 +352,45 @@ async def set_password(
     return await admin.set_password(db, hasher, settings, origin, caller, user_id, body.password)
 
 
-@router.get("/users/{user_id}/sessions", response_model=AdminSessionsOut, responses=ERRORS)
+@router.get(
+    "/users/{user_id}/sessions",
+    name="users.sessions.list",
+    summary="List a user's sessions",
+    response_model=AdminSessionsOut,
+    responses=errors(CALLER, BAD_USER_ID, USER_NOT_FOUND),
+)
 async def list_sessions(user_id: UserId, caller: Admin, db: Db) -> dict[str, Any]:
     """The user's live sessions."""
     return {"sessions": await admin.list_sessions(db, caller, user_id)}
 
 
-@router.delete("/users/{user_id}/sessions", response_model=RevokedOut, responses=ERRORS)
+@router.delete(
+    "/users/{user_id}/sessions",
+    name="users.sessions.revoke_all",
+    summary="Revoke all of a user's sessions",
+    response_model=RevokedOut,
+    responses=errors(CALLER, BAD_USER_ID, USER_NOT_FOUND),
+)
 async def revoke_sessions(user_id: UserId, caller: Admin, db: Db, origin: From) -> dict[str, Any]:
     """Revoke every session of the user; it has to sign in again."""
     revoked = await admin.revoke_sessions(db, origin, caller, user_id)
     return {"status": "revoked", "revoked": revoked}
 
 
-@router.delete("/users/{user_id}/sessions/{session_id}", response_model=StatusOut, responses=ERRORS)
+@router.delete(
+    "/users/{user_id}/sessions/{session_id}",
+    name="users.sessions.revoke",
+    summary="Revoke one of a user's sessions",
+    response_model=StatusOut,
+    responses=errors(
+        CALLER,
+        BAD_USER_ID,
+        ValidationFailed("session_id", "must be a TypeID with prefix ases_"),
+        USER_NOT_FOUND,
+        NotFound("session not found"),
+    )
+    | answer({"status": "revoked"}),
+)
 async def revoke_session(
     user_id: UserId, session_id: SessionId, caller: Admin, db: Db, origin: From
 ) -> dict[str, str]:
@@ -228,7 +402,17 @@ async def revoke_session(
 # ---- audit ---------------------------------------------------------------------------------
 
 
-@router.get("/audit-events", response_model=AuditEventsOut, responses=ERRORS)
+@router.get(
+    "/audit-events",
+    name="audit_events.list",
+    summary="List audit events",
+    response_model=AuditEventsOut,
+    responses=errors(
+        CALLER,
+        ValidationFailed("cursor", "is not a cursor of this list"),
+        APP_NOT_FOUND,
+    ),
+)
 async def list_audit_events(
     query: Annotated[AuditQuery, Query()], caller: Admin, db: Db
 ) -> dict[str, Any]:
@@ -240,21 +424,48 @@ async def list_audit_events(
 # ---- apps and environments -----------------------------------------------------------------
 
 
-@router.get("/apps", response_model=AppsOut, responses=ERRORS)
+@router.get(
+    "/apps",
+    name="apps.list",
+    summary="List apps",
+    response_model=AppsOut,
+    responses=errors(CALLER),
+)
 async def list_apps(caller: Admin, db: Db) -> dict[str, Any]:
     """The apps the caller may act on (all of them for the default app's admins and keys),
     with their environments."""
     return {"apps": await apps.list_apps(db, caller)}
 
 
-@router.post("/apps", status_code=201, response_model=AppOut, responses=ERRORS)
+@router.post(
+    "/apps",
+    name="apps.create",
+    summary="Create an app",
+    status_code=201,
+    response_model=AppOut,
+    responses=errors(
+        CALLER,
+        JSON_BODY,
+        ValidationFailed(
+            "slug", "must be 2-63 characters of a-z, 0-9 and '-', starting with a-z or 0-9"
+        ),
+        Forbidden("only admins of the default app may create apps"),
+        Conflict("an app with slug 'acme' already exists"),
+    ),
+)
 async def create_app(body: AppIn, caller: Admin, db: Db, origin: From) -> dict[str, Any]:
     """Create an app with its default `production` environment. Only for admins and API keys
     of the default app."""
     return await apps.create_app(db, origin, caller, body.slug, body.name)
 
 
-@router.get("/apps/{app_id}/environments", response_model=EnvironmentsOut, responses=ERRORS)
+@router.get(
+    "/apps/{app_id}/environments",
+    name="apps.environments.list",
+    summary="List an app's environments",
+    response_model=EnvironmentsOut,
+    responses=errors(CALLER, BAD_APP_ID, APP_NOT_FOUND),
+)
 async def list_environments(app_id: AppRef, caller: Admin, db: Db) -> dict[str, Any]:
     """The environments of an app (slug or aapp_ id)."""
     return {"environments": await apps.list_environments(db, caller, app_id)}
@@ -262,9 +473,18 @@ async def list_environments(app_id: AppRef, caller: Admin, db: Db) -> dict[str, 
 
 @router.post(
     "/apps/{app_id}/environments",
+    name="apps.environments.create",
+    summary="Add an environment to an app",
     status_code=201,
     response_model=EnvironmentOut,
-    responses=ERRORS,
+    responses=errors(
+        CALLER,
+        JSON_BODY,
+        BAD_APP_ID,
+        APP_NOT_FOUND,
+        Conflict("the app already has an environment with slug 'staging'"),
+        Conflict("another environment became the default meanwhile; retry"),
+    ),
 )
 async def create_environment(
     app_id: AppRef, body: EnvironmentIn, caller: Admin, db: Db, origin: From
@@ -278,7 +498,20 @@ async def create_environment(
 # ---- API keys ------------------------------------------------------------------------------
 
 
-@router.post("/api-keys", status_code=201, response_model=ApiKeyCreatedOut, responses=ERRORS)
+@router.post(
+    "/api-keys",
+    name="api_keys.create",
+    summary="Create an API key",
+    status_code=201,
+    response_model=ApiKeyCreatedOut,
+    responses=errors(
+        CALLER,
+        JSON_BODY,
+        ValidationFailed("name", "must not be empty or only white space"),
+        KEY_ON_KEYS,
+        APP_NOT_FOUND,
+    ),
+)
 async def create_api_key(body: ApiKeyIn, caller: Admin, db: Db, origin: From) -> dict[str, Any]:
     """Create an API key for an app. The `secret` is in this answer only — it is stored as a
     hash and cannot be shown again. Needs an admin session (API keys cannot create keys)."""
@@ -286,7 +519,13 @@ async def create_api_key(body: ApiKeyIn, caller: Admin, db: Db, origin: From) ->
     return {**api_keys.view(created.key), "secret": created.secret}
 
 
-@router.get("/api-keys", response_model=ApiKeysOut, responses=ERRORS)
+@router.get(
+    "/api-keys",
+    name="api_keys.list",
+    summary="List an app's API keys",
+    response_model=ApiKeysOut,
+    responses=errors(CALLER, BAD_APP_ID, APP_NOT_FOUND),
+)
 async def list_api_keys(
     caller: Admin,
     db: Db,
@@ -296,7 +535,19 @@ async def list_api_keys(
     return {"api_keys": await api_keys.list_for(db, caller, app_id)}
 
 
-@router.delete("/api-keys/{key_id}", response_model=StatusOut, responses=ERRORS)
+@router.delete(
+    "/api-keys/{key_id}",
+    name="api_keys.revoke",
+    summary="Revoke an API key",
+    response_model=StatusOut,
+    responses=errors(
+        CALLER,
+        ValidationFailed("key_id", "must be a TypeID with prefix akey_"),
+        KEY_ON_KEYS,
+        NotFound("API key not found"),
+    )
+    | answer({"status": "revoked"}),
+)
 async def revoke_api_key(key_id: ApiKeyId, caller: Admin, db: Db, origin: From) -> dict[str, str]:
     """Revoke an API key; it stops working at once. Needs an admin session."""
     await api_keys.revoke(db, origin, caller, key_id)

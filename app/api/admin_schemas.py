@@ -15,15 +15,20 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    JsonValue,
     StrictBool,
     StringConstraints,
 )
 
 from app.api.schemas import (
+    AUDIT_EVENT_EXAMPLE,
     CLEARED_USERNAME,
+    EXAMPLE_ID,
     NO_NUL,
+    SESSION_EXAMPLE,
     SLUG_PATTERN,
     SPACE,
+    USER_EXAMPLE,
     AppRef,
     AuditEventOut,
     Email,
@@ -39,6 +44,7 @@ from app.api.schemas import (
     UserId,
     Username,
     UserOut,
+    example,
     typeid_pattern,
 )
 from app.errors import ValidationFailed
@@ -316,6 +322,17 @@ class PurgeIn(Strict):
 
 
 class UserListOut(BaseModel):
+    model_config = example(
+        {
+            "users": [USER_EXAMPLE],
+            "total": 1,
+            "total_exact": True,
+            "limit": 20,
+            "offset": 0,
+            "next_cursor": None,
+        }
+    )
+
     users: list[UserOut]
     total: int = Field(
         description="how many users match the filters, over all pages; when `total_exact` "
@@ -333,15 +350,21 @@ class UserListOut(BaseModel):
 
 
 class AdminSessionsOut(BaseModel):
+    model_config = example({"sessions": [{**SESSION_EXAMPLE, "current": False}]})
+
     sessions: list[SessionOut] = Field(description="live sessions; `current` marks the caller's")
 
 
 class RevokedOut(BaseModel):
-    status: str = Field(examples=["revoked"])
+    model_config = example({"status": "revoked", "revoked": 2})
+
+    status: str
     revoked: int = Field(description="how many live sessions were revoked")
 
 
 class PurgeOut(BaseModel):
+    model_config = example({"purged": 1})
+
     purged: int = Field(description="how many users were erased")
 
 
@@ -363,6 +386,10 @@ class AuditQuery(Strict):
 
 
 class AuditEventsOut(BaseModel):
+    model_config = example(
+        {"audit_events": [AUDIT_EVENT_EXAMPLE], "limit": 50, "next_cursor": None}
+    )
+
     audit_events: list[AuditEventOut] = Field(description="newest first")
     limit: int
     next_cursor: str | None
@@ -393,8 +420,27 @@ class EnvironmentIn(Strict):
     )
 
 
+ENVIRONMENT_EXAMPLE: dict[str, JsonValue] = {
+    "id": EXAMPLE_ID[Prefix.ENV],
+    "app_id": EXAMPLE_ID[Prefix.APP],
+    "slug": "production",
+    "name": "Production",
+    "is_default": True,
+    "created_at": "2024-12-06T14:02:41.297530Z",
+}
+APP_EXAMPLE: dict[str, JsonValue] = {
+    "id": EXAMPLE_ID[Prefix.APP],
+    "slug": "acme",
+    "name": "Acme Inc.",
+    "created_at": ENVIRONMENT_EXAMPLE["created_at"],
+    "environments": [ENVIRONMENT_EXAMPLE],
+}
+
+
 class EnvironmentOut(BaseModel):
-    id: str = Field(examples=["aenv_01jdk3v7m6e8x9q2w4r5t6y7u8"])
+    model_config = example(ENVIRONMENT_EXAMPLE)
+
+    id: str
     app_id: str
     slug: str
     name: str
@@ -403,18 +449,24 @@ class EnvironmentOut(BaseModel):
 
 
 class EnvironmentsOut(BaseModel):
+    model_config = example({"environments": [ENVIRONMENT_EXAMPLE]})
+
     environments: list[EnvironmentOut]
 
 
 class AppOut(BaseModel):
-    id: str = Field(examples=["aapp_01jdk3v7m6e8x9q2w4r5t6y7u8"])
-    slug: str = Field(examples=["acme"])
+    model_config = example(APP_EXAMPLE)
+
+    id: str
+    slug: str
     name: str
     created_at: datetime
     environments: list[EnvironmentOut]
 
 
 class AppsOut(BaseModel):
+    model_config = example({"apps": [APP_EXAMPLE]})
+
     apps: list[AppOut]
 
 
@@ -430,12 +482,29 @@ class ApiKeyIn(Strict):
     app_id: AppRef | None = Field(default=None, description="default: the caller's app")
 
 
+# The secret of the key below, which its prefix and last4 show the ends of.
+API_KEY_SECRET = "ask_XcXUAEVbXwGf1TTtGTxp7S3_kIKO28p95lWUnrpLUxQ"  # noqa: S105 - made up, for /docs
+API_KEY_EXAMPLE: dict[str, JsonValue] = {
+    "id": EXAMPLE_ID[Prefix.API_KEY],
+    "app_id": EXAMPLE_ID[Prefix.APP],
+    "name": "billing sync",
+    "prefix": API_KEY_SECRET[:8],
+    "last4": API_KEY_SECRET[-4:],
+    "created_at": "2025-01-17T16:20:05.730164Z",
+    "created_by": EXAMPLE_ID[Prefix.USER],
+    "last_used_at": None,
+    "revoked_at": None,
+}
+
+
 class ApiKeyOut(BaseModel):
-    id: str = Field(examples=["akey_01jdk3v7m6e8x9q2w4r5t6y7u8"])
+    model_config = example(API_KEY_EXAMPLE)
+
+    id: str
     app_id: str
     name: str
-    prefix: str = Field(description="the first characters of the secret", examples=["ask_Xy3q"])
-    last4: str = Field(description="the last 4 characters of the secret", examples=["f9Qa"])
+    prefix: str = Field(description="the first characters of the secret")
+    last4: str = Field(description="the last 4 characters of the secret")
     created_at: datetime
     created_by: str | None = Field(description="the admin who created it")
     last_used_at: datetime | None
@@ -443,11 +512,14 @@ class ApiKeyOut(BaseModel):
 
 
 class ApiKeyCreatedOut(ApiKeyOut):
+    model_config = example({**API_KEY_EXAMPLE, "secret": API_KEY_SECRET})
+
     secret: str = Field(
-        description="`Authorization: Bearer <secret>`; shown only now, store it safely",
-        examples=["ask_3kTq…"],
+        description="`Authorization: Bearer <secret>`; shown only now, store it safely"
     )
 
 
 class ApiKeysOut(BaseModel):
+    model_config = example({"api_keys": [API_KEY_EXAMPLE]})
+
     api_keys: list[ApiKeyOut] = Field(description="newest first, revoked ones included")

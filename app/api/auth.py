@@ -15,9 +15,9 @@ from app.api.deps import (
     Tenant,
     rate_limit,
 )
+from app.api.docs import JSON_BODY, SESSION, TENANT, answer, errors
 from app.api.schemas import (
     ChangePasswordIn,
-    ErrorOut,
     ExportOut,
     ProfilePatch,
     RefreshIn,
@@ -29,21 +29,42 @@ from app.api.schemas import (
     TokensOut,
     UserOut,
 )
+from app.errors import (
+    AuthenticationRequired,
+    DatabaseUnavailable,
+    EmailTaken,
+    HashingOverloaded,
+    InvalidCredentials,
+    NotFound,
+    RateLimited,
+    SessionExpired,
+    UserBanned,
+    UsernameTaken,
+    ValidationFailed,
+)
 from app.services import auth, users
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422, 429, 503)
-}
-
 
 @router.post(
     "/signup",
+    name="signup",
+    summary="Sign up",
     dependencies=[HashAdmission, Depends(rate_limit("signup"))],
     status_code=201,
     response_model=TokensOut,
-    responses=ERRORS,
+    responses=errors(
+        JSON_BODY,
+        ValidationFailed.example(),
+        ValidationFailed("password", "is too common; choose a less guessable password"),
+        TENANT,
+        EmailTaken,
+        UsernameTaken,
+        RateLimited,
+        HashingOverloaded,
+        DatabaseUnavailable,
+    ),
 )
 async def signup(
     body: SignupIn,
@@ -61,9 +82,20 @@ async def signup(
 
 @router.post(
     "/signin",
+    name="signin",
+    summary="Sign in",
     dependencies=[HashAdmission, Depends(rate_limit("signin"))],
     response_model=TokensOut,
-    responses=ERRORS,
+    responses=errors(
+        JSON_BODY,
+        ValidationFailed("body", "give exactly one of email or username"),
+        TENANT,
+        InvalidCredentials,
+        UserBanned,
+        RateLimited,
+        HashingOverloaded,
+        DatabaseUnavailable,
+    ),
 )
 async def signin(
     body: SigninIn,
@@ -83,9 +115,20 @@ async def signin(
 
 @router.post(
     "/refresh",
+    name="refresh",
+    summary="Exchange a refresh token for a new token pair",
     dependencies=[Depends(rate_limit("refresh"))],
     response_model=TokensOut,
-    responses=ERRORS,
+    responses=errors(
+        JSON_BODY,
+        ValidationFailed("refresh_token", "Field required"),
+        AuthenticationRequired("invalid refresh token"),
+        SessionExpired("refresh token expired or revoked"),
+        SessionExpired("refresh token was already used; every session of it is revoked"),
+        UserBanned,
+        RateLimited,
+        DatabaseUnavailable,
+    ),
 )
 async def refresh(body: RefreshIn, db: Db, settings: Config, origin: From) -> dict[str, Any]:
     """Exchange a refresh token for a new token pair. Each refresh token works once; a reused
@@ -93,26 +136,56 @@ async def refresh(body: RefreshIn, db: Db, settings: Config, origin: From) -> di
     return await auth.refresh(db, settings, origin, body.refresh_token)
 
 
-@router.post("/signout", response_model=StatusOut, responses=ERRORS)
+@router.post(
+    "/signout",
+    name="signout",
+    summary="Sign out",
+    response_model=StatusOut,
+    responses=errors(SESSION, DatabaseUnavailable) | answer({"status": "signed out"}),
+)
 async def signout(caller: Caller, db: Db, origin: From) -> dict[str, str]:
     """Revoke the session whose token made this call."""
     await auth.signout(db, origin, caller)
     return {"status": "signed out"}
 
 
-@router.get("/me", response_model=UserOut, responses=ERRORS)
+@router.get(
+    "/me",
+    name="me.get",
+    summary="Get the signed-in user",
+    response_model=UserOut,
+    responses=errors(SESSION, DatabaseUnavailable),
+)
 async def me(caller: Caller) -> dict[str, Any]:
     """The signed-in user."""
     return users.view(caller.user)
 
 
-@router.patch("/me", response_model=UserOut, responses=ERRORS)
+@router.patch(
+    "/me",
+    name="me.update",
+    summary="Update the signed-in user's profile",
+    response_model=UserOut,
+    responses=errors(
+        SESSION,
+        JSON_BODY,
+        ValidationFailed("display_username", "must match the username, up to case"),
+        UsernameTaken,
+        DatabaseUnavailable,
+    ),
+)
 async def update_me(body: ProfilePatch, caller: Caller, db: Db, origin: From) -> dict[str, Any]:
     """Change profile fields; absent fields stay as they are."""
     return await auth.update_profile(db, origin, caller, body.changes())
 
 
-@router.delete("/me", response_model=StatusOut, responses=ERRORS)
+@router.delete(
+    "/me",
+    name="me.delete",
+    summary="Delete the signed-in user's account",
+    response_model=StatusOut,
+    responses=errors(SESSION, DatabaseUnavailable) | answer({"status": "account deleted"}),
+)
 async def delete_me(caller: Caller, db: Db, origin: From) -> dict[str, str]:
     """Delete the account (soft): every session ends, the e-mail and username are free again,
     and an admin can restore it within the retention window."""
@@ -120,7 +193,13 @@ async def delete_me(caller: Caller, db: Db, origin: From) -> dict[str, str]:
     return {"status": "account deleted"}
 
 
-@router.get("/me/export", response_model=ExportOut, responses=ERRORS)
+@router.get(
+    "/me/export",
+    name="me.export",
+    summary="Export everything held about the signed-in user",
+    response_model=ExportOut,
+    responses=errors(SESSION, DatabaseUnavailable),
+)
 async def export_me(caller: Caller, db: Db) -> dict[str, Any]:
     """Everything Userkeep holds about the caller, without any token or password hash."""
     return await auth.export(db, caller)
@@ -128,9 +207,20 @@ async def export_me(caller: Caller, db: Db) -> dict[str, Any]:
 
 @router.post(
     "/change-password",
+    name="change_password",
+    summary="Change the password",
     dependencies=[HashAdmission],
     response_model=StatusOut,
-    responses=ERRORS,
+    responses=errors(
+        SESSION,
+        JSON_BODY,
+        ValidationFailed("new_password", "must be at least 8 characters"),
+        InvalidCredentials("current password is wrong"),
+        RateLimited,
+        HashingOverloaded,
+        DatabaseUnavailable,
+    )
+    | answer({"status": "password changed"}),
 )
 async def change_password(
     body: ChangePasswordIn,
@@ -149,13 +239,31 @@ async def change_password(
     return {"status": "password changed"}
 
 
-@router.get("/sessions", response_model=SessionsOut, responses=ERRORS)
+@router.get(
+    "/sessions",
+    name="sessions.list",
+    summary="List the signed-in user's sessions",
+    response_model=SessionsOut,
+    responses=errors(SESSION, DatabaseUnavailable),
+)
 async def list_sessions(caller: Caller, db: Db) -> dict[str, Any]:
     """The caller's live sessions; `current` marks the one making this call."""
     return {"sessions": await auth.list_sessions(db, caller)}
 
 
-@router.delete("/sessions/{session_id}", response_model=StatusOut, responses=ERRORS)
+@router.delete(
+    "/sessions/{session_id}",
+    name="sessions.revoke",
+    summary="Revoke one of the signed-in user's sessions",
+    response_model=StatusOut,
+    responses=errors(
+        SESSION,
+        ValidationFailed("session_id", "must be a TypeID with prefix ases_"),
+        NotFound("session not found"),
+        DatabaseUnavailable,
+    )
+    | answer({"status": "revoked"}),
+)
 async def revoke_session(
     session_id: SessionId, caller: Caller, db: Db, origin: From
 ) -> dict[str, str]:

@@ -16,7 +16,12 @@ from app.services.ratelimit import Rules
 from app.services.sessions import Principal
 from app.settings import Settings
 
-bearer = HTTPBearer(auto_error=False, description="a session_token from signup/signin/refresh")
+bearer = HTTPBearer(
+    auto_error=False,
+    description="`/v1/auth`: a session token (`ukst_…`, the `session_token` of sign-up, sign-in "
+    "or refresh). `/v1/admin`: the session token of a user whose role is `admin`, or an API key "
+    "(`ask_…`, from `POST /v1/admin/api-keys` or `python -m app create-api-key`).",
+)
 
 
 async def get_db(request: Request) -> AsyncIterator[AsyncSession]:

@@ -6,14 +6,14 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from app.api.schemas import ErrorOut
+from app.api.docs import errors
 from app.errors import ServiceUnavailable
 from app.metrics import Metrics
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/v1/health")
+@router.get("/v1/health", summary="Check that the process is up")
 async def health() -> dict[str, str]:
     """The process is up (no database call)."""
     return {"status": "ok"}
@@ -21,7 +21,11 @@ async def health() -> dict[str, str]:
 
 @router.get(
     "/v1/ready",
-    responses={503: {"model": ErrorOut, "description": "database unreachable or not migrated"}},
+    summary="Check that the database is reachable and migrated",
+    responses=errors(
+        ServiceUnavailable("database unreachable"),
+        ServiceUnavailable("database schema at 0005, expected 0006"),
+    ),
 )
 async def ready(request: Request) -> dict[str, Any]:
     """The database answers and its schema is at the migrations' head; 503 otherwise."""

@@ -60,10 +60,20 @@ def typeid_pattern(*prefixes: Prefix) -> str:
     return f"^(?:{names})_[0-7][0-9a-hjkmnp-tv-z]{{25}}$"
 
 
+# Well-formed ids of one made-up account (signed up 2025-01-15 09:30 UTC), for the examples.
+EXAMPLE_ID = {
+    Prefix.USER: "ausr_01jhmms3m3ebsacsd61g9d528r",
+    Prefix.APP: "aapp_01jedmwbm3fparxt416r4hcvvb",
+    Prefix.ENV: "aenv_01jedmwbm6e4ysf3bc1z9s07zj",
+    Prefix.SESSION: "ases_01jhmmty73f6gt15fj1y9sas8c",
+    Prefix.FAMILY: "asfm_01jhmmty73f4w8q3pv4956p94a",
+    Prefix.API_KEY: "akey_01jhssjhm3ft98x3ygnrq1n54j",
+    Prefix.AUDIT: "aevt_01jhmms4kbecr9y64cpr8903wy",
+}
+
+
 def typeid(prefix: Prefix) -> Any:
-    return Keywords(
-        pattern=typeid_pattern(prefix), examples=[f"{prefix.value}_01jdk3v7m6e8x9q2w4r5t6y7u8"]
-    )
+    return Keywords(pattern=typeid_pattern(prefix), examples=[EXAMPLE_ID[prefix]])
 
 
 Email = Annotated[
@@ -224,26 +234,50 @@ class SignupIn(Strict):
     )
 
 
+# Exactly one of email and username, as SigninIn.one_identifier() checks (`null` counts as
+# absent there): neither "both given" nor "neither given". Said with `not` rather than a oneOf
+# of two branches, which ReDoc merges into the object (an allOf of clashing property types,
+# shown as `object | (object | object)`); ReDoc and Swagger UI leave `not` alone, while JSON
+# Schema validators and the fuzzer apply it.
+ONE_IDENTIFIER: dict[str, JsonValue] = {
+    "not": {
+        "anyOf": [
+            {
+                "required": ["email", "username"],
+                "properties": {"email": {"type": "string"}, "username": {"type": "string"}},
+            },
+            {"properties": {"email": {"type": "null"}, "username": {"type": "null"}}},
+        ]
+    }
+}
+
+
 class SigninIn(Strict):
+    """The password with exactly one of `email` or `username` (both, or neither, is a 422).
+    An unknown account and a wrong password get the same 401 `invalid_credentials`."""
+
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"email": "ada@example.com", "password": "correct horse battery staple"}],
-            # Exactly one of the two identifiers, as one_identifier() checks.
-            "oneOf": [
-                {"required": ["email"], "properties": {"email": {"type": "string"}}},
-                {"required": ["username"], "properties": {"username": {"type": "string"}}},
+            "examples": [
+                {"email": "ada@example.com", "password": "correct horse battery staple"},
+                {"username": "ada", "password": "correct horse battery staple"},
             ],
+            **ONE_IDENTIFIER,
         },
     )
 
     email: SigninEmail | None = Field(
-        default=None, description="give exactly one of email or username"
+        default=None, description="the account's e-mail address, any case; not with username"
     )
-    username: SigninUsername | None = None
+    username: SigninUsername | None = Field(
+        default=None, description="the account's username, any case; not with email"
+    )
     password: Password
-    app_id: AppRef | None = None
-    env_id: EnvRef | None = None
+    app_id: AppRef | None = Field(default=None, description="app slug or aapp_ id; default app")
+    env_id: EnvRef | None = Field(
+        default=None, description="environment slug or aenv_ id; the app's default"
+    )
 
     @model_validator(mode="after")
     def one_identifier(self) -> "SigninIn":
@@ -308,8 +342,68 @@ class ChangePasswordIn(Strict):
     new_password: NewPassword
 
 
+# ---- answers ---------------------------------------------------------------------------------
+# The examples are one made-up account as the API would show it, so /docs reads like real
+# traffic (tests/test_openapi.py validates each against its schema).
+
+SIGNED_UP = "2025-01-15T09:30:12.483912Z"
+USER_EXAMPLE: dict[str, JsonValue] = {
+    "id": EXAMPLE_ID[Prefix.USER],
+    "app_id": EXAMPLE_ID[Prefix.APP],
+    "env_id": EXAMPLE_ID[Prefix.ENV],
+    "email": "ada@example.com",
+    "email_verified": False,
+    "name": "Ada Lovelace",
+    "image": None,
+    "username": "ada",
+    "display_username": "Ada",
+    "phone": None,
+    "phone_verified": False,
+    "role": "user",
+    "password_changed_at": SIGNED_UP,
+    "banned": False,
+    "ban_reason": None,
+    "ban_expires": None,
+    "metadata": {},
+    "created_at": SIGNED_UP,
+    "updated_at": SIGNED_UP,
+    "deleted_at": None,
+}
+SESSION_EXAMPLE: dict[str, JsonValue] = {
+    "id": EXAMPLE_ID[Prefix.SESSION],
+    "family_id": EXAMPLE_ID[Prefix.FAMILY],
+    "created_at": SIGNED_UP,
+    "expires_at": "2025-01-15T10:30:12.483912Z",
+    "refresh_expires_at": "2025-02-14T09:30:12.483912Z",
+    "last_used_at": "2025-01-15T09:42:03.118204Z",
+    "ip": "203.0.113.7",
+    "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_2) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.2 Safari/605.1.15",
+    "current": True,
+}
+AUDIT_EVENT_EXAMPLE: dict[str, JsonValue] = {
+    "id": EXAMPLE_ID[Prefix.AUDIT],
+    "action": "user.signup",
+    "actor_type": "user",
+    "actor_id": EXAMPLE_ID[Prefix.USER],
+    "target_user_id": EXAMPLE_ID[Prefix.USER],
+    "app_id": EXAMPLE_ID[Prefix.APP],
+    "env_id": EXAMPLE_ID[Prefix.ENV],
+    "ip": "203.0.113.7",
+    "user_agent": SESSION_EXAMPLE["user_agent"],
+    "created_at": SIGNED_UP,
+    "metadata": {},
+}
+
+
+def example(*examples: JsonValue) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": list(examples)})
+
+
 class UserOut(BaseModel):
-    id: str = Field(examples=["ausr_01jdk3v7m6e8x9q2w4r5t6y7u8"])
+    model_config = example(USER_EXAMPLE)
+
+    id: str
     app_id: str
     env_id: str
     email: str
@@ -322,7 +416,7 @@ class UserOut(BaseModel):
     phone_verified: bool
     role: str
     password_changed_at: datetime | None
-    banned: bool
+    banned: bool = Field(description="the effective state: false once `ban_expires` has passed")
     ban_reason: str | None
     ban_expires: datetime | None
     metadata: dict[str, str]
@@ -332,10 +426,24 @@ class UserOut(BaseModel):
 
 
 class TokensOut(BaseModel):
+    model_config = example(
+        {
+            "user": USER_EXAMPLE,
+            "session_token": "ukst_bvNccskM1UO0Pnslivd7BidQHwyocpf87puyJd62n_A",
+            "refresh_token": "ukrt_m48jZDHhjm8LkeGd_C8FNapJWTlPcGU8Sg19EexsCL0",
+            "expires_at": SESSION_EXAMPLE["expires_at"],
+            "refresh_expires_at": SESSION_EXAMPLE["refresh_expires_at"],
+        }
+    )
+
     user: UserOut
-    session_token: str = Field(description="bearer token for authenticated routes (1 h)")
-    refresh_token: str = Field(description="exchange at /v1/auth/refresh (30 d, single use)")
-    expires_at: datetime
+    session_token: str = Field(description="`ukst_…`: the bearer token of /v1/auth routes")
+    refresh_token: str = Field(description="`ukrt_…`: exchange once at /v1/auth/refresh")
+    expires_at: datetime = Field(description="when session_token stops working (1 h)")
+    refresh_expires_at: datetime = Field(
+        description="when refresh_token stops working (30 d, and never past 90 d from the "
+        "sign-in however often it is refreshed)"
+    )
 
 
 class StatusOut(BaseModel):
@@ -343,26 +451,34 @@ class StatusOut(BaseModel):
 
 
 class SessionOut(BaseModel):
+    model_config = example(SESSION_EXAMPLE)
+
     id: str
-    family_id: str
+    family_id: str = Field(description="the sign-in the session descends from by refreshes")
     created_at: datetime
     expires_at: datetime
     refresh_expires_at: datetime
-    last_used_at: datetime | None
+    last_used_at: datetime | None = Field(description="to the minute")
     ip: str | None
     user_agent: str | None
-    current: bool
+    current: bool = Field(description="the session making this call")
 
 
 class SessionsOut(BaseModel):
+    model_config = example({"sessions": [SESSION_EXAMPLE]})
+
     sessions: list[SessionOut]
 
 
 class ExportSessionOut(SessionOut):
+    model_config = example({**SESSION_EXAMPLE, "revoked_at": None})
+
     revoked_at: datetime | None
 
 
 class AuditEventOut(BaseModel):
+    model_config = example(AUDIT_EVENT_EXAMPLE)
+
     id: str
     action: str
     actor_type: str
@@ -377,6 +493,17 @@ class AuditEventOut(BaseModel):
 
 
 class ExportOut(BaseModel):
+    model_config = example(
+        {
+            "user": USER_EXAMPLE,
+            "sessions": [{**SESSION_EXAMPLE, "revoked_at": None}],
+            "devices": [],
+            "organizations": [],
+            "mfa_enrollments": [],
+            "audit_events": [AUDIT_EVENT_EXAMPLE],
+        }
+    )
+
     user: UserOut
     sessions: list[ExportSessionOut]
     devices: list[dict[str, Any]]
@@ -386,15 +513,20 @@ class ExportOut(BaseModel):
 
 
 class ErrorDetail(BaseModel):
-    field: str
+    field: str = Field(description="the parameter or body field, dotted for nested ones")
     message: str
 
 
 class ErrorOut(BaseModel):
-    """The one error envelope of every non-2xx answer."""
+    """The one error envelope of every non-2xx answer (but the Faroe endpoint's, which answers
+    in Faroe's format). Each operation's error responses show the `type`s it answers with."""
 
-    error: str = Field(examples=["user is banned"])
-    code: int = Field(examples=[403])
-    type: str = Field(examples=["user_banned"])
-    details: list[ErrorDetail] | None = None
-    ban_expires: datetime | None = None
+    error: str = Field(description="for people; may change")
+    code: int = Field(description="the HTTP status")
+    type: str = Field(description="the stable machine code")
+    details: list[ErrorDetail] | None = Field(
+        default=None, description="validation_error only: every field that failed"
+    )
+    ban_expires: datetime | None = Field(
+        default=None, description="user_banned only: when the ban ends, if it does"
+    )

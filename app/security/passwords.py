@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from passlib.context import CryptContext
 
-from app.errors import ServiceUnavailable, ValidationFailed
+from app.errors import HashingOverloaded, ValidationFailed
 from app.security.argon2_params import VERSION, Argon2Bounds, Argon2Parameters, parse_phc
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class PasswordHasher:
         burst is refused here, before any database work, so the 503 is immediate; checking
         only at the hash itself would let every request of a burst do its queries first."""
         if self.admitted >= self.concurrency + self.queue_max:
-            raise ServiceUnavailable("password hashing is overloaded, retry shortly")
+            raise HashingOverloaded()
         self.admitted += 1
         try:
             yield
@@ -104,7 +104,7 @@ class PasswordHasher:
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         if self._slots.locked() and self.waiting >= self.queue_max:
-            raise ServiceUnavailable("password hashing is overloaded, retry shortly")
+            raise HashingOverloaded()
         self.waiting += 1
         try:
             await self._slots.acquire()

@@ -81,6 +81,7 @@ def token_response(user: User, issued: Issued) -> dict[str, Any]:
         "session_token": issued.session_token,
         "refresh_token": issued.refresh_token,
         "expires_at": issued.session.expires_at,
+        "refresh_expires_at": issued.session.refresh_expires_at,
     }
 
 
