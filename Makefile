@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export HOST PORT
 
-.PHONY: install run serve migrate test fuzz lint fmt clean bench
+.PHONY: install run serve migrate test fuzz docs-offline lint fmt clean bench
 
 install: $(STAMP)
 
@@ -32,10 +32,16 @@ test: install
 fuzz: install
 	$(BIN)/python -m fuzz.run $(FUZZ_ARGS)
 
+# /docs and /redoc in headless Chromium with the network off, "Try it out" included, on a
+# throwaway database (tools/check_docs_offline.py). Needs Debian's chromium (apt-get install
+# chromium); DOCS_ARGS="--screenshots DIR" keeps PNGs of the pages.
+docs-offline: install
+	$(BIN)/python -m tools.check_docs_offline $(DOCS_ARGS)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app tests fuzz bench
+	$(BIN)/mypy app tests fuzz bench tools
 
 fmt: install
 	$(BIN)/ruff format .
