@@ -216,3 +216,13 @@ async def test_docs_requests_carry_a_route_in_the_access_log(
         "/docs-assets/{name}",  # the template: one route, not one per file
         "/docs-assets/redoc.standalone.js",
     ]
+
+
+@pytest.mark.parametrize(
+    "path", ["/docs", "/redoc", "/openapi.json", "/docs-assets/redoc.standalone.js"]
+)
+async def test_pages_answer_head(client: httpx.AsyncClient, path: str) -> None:
+    get, head = await client.get(path), await client.head(path)
+    assert head.status_code == 200
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["content-security-policy"] == get.headers["content-security-policy"]

@@ -43,6 +43,8 @@ _assets = StaticFiles(packages=[ASSETS_PACKAGE])
 REDOC_LOGO = b'"https://cdn.redoc.ly/redoc/logo-mini.svg"'
 
 router = APIRouter(include_in_schema=False)
+# HEAD as well, as FastAPI's own docs routes answered it (a link checker's or a probe's request).
+READ = ["GET", "HEAD"]
 
 # What each page may do; the sha256 of its inline scripts is added to script-src per answer.
 # Each allowance below was taken away once, and tools/check_docs_offline.py then failed: the
@@ -109,13 +111,13 @@ def _with_policy(page: HTMLResponse, policy: dict[str, tuple[str, ...]]) -> HTML
     return page
 
 
-@router.get("/")
+@router.api_route("/", methods=READ)
 async def home(request: Request) -> RedirectResponse:
     """A browser pointed at the service lands on the docs."""
     return RedirectResponse(_root(request) + SWAGGER_UI_URL, status_code=307)
 
 
-@router.get(OPENAPI_URL)
+@router.api_route(OPENAPI_URL, methods=READ)
 async def openapi(request: Request) -> JSONResponse:
     """The OpenAPI document, as FastAPI's own route answers it: behind a proxy's root_path the
     schema names that prefix as its server, so "Try it out" calls the right URLs."""
@@ -128,7 +130,7 @@ async def openapi(request: Request) -> JSONResponse:
     return JSONResponse(schema)
 
 
-@router.get(SWAGGER_UI_URL)
+@router.api_route(SWAGGER_UI_URL, methods=READ)
 async def swagger_ui(request: Request) -> HTMLResponse:
     root = _root(request)
     page = get_swagger_ui_html(
@@ -147,7 +149,7 @@ async def swagger_ui(request: Request) -> HTMLResponse:
     return _with_policy(page, SWAGGER_UI_POLICY)
 
 
-@router.get(REDOC_URL)
+@router.api_route(REDOC_URL, methods=READ)
 async def redoc(request: Request) -> HTMLResponse:
     root = _root(request)
     page = get_redoc_html(
@@ -171,7 +173,7 @@ def _redoc_js() -> tuple[bytes, str]:
 
 
 # Declared before the route of the other files, so it answers for this one.
-@router.get(ASSETS_URL + "/redoc.standalone.js")
+@router.api_route(ASSETS_URL + "/redoc.standalone.js", methods=READ)
 async def redoc_js(request: Request) -> Response:
     script, etag = await asyncio.to_thread(_redoc_js)
     if request.headers.get("if-none-match") == etag:
@@ -179,7 +181,7 @@ async def redoc_js(request: Request) -> Response:
     return Response(script, media_type="text/javascript", headers={"etag": etag})
 
 
-@router.get(ASSETS_URL + "/{name}")
+@router.api_route(ASSETS_URL + "/{name}", methods=READ)
 async def asset(name: str, request: Request) -> Response:
     """One of the package's files, with ETag and Last-Modified (a 304 when unchanged)."""
     return await _assets.get_response(name, request.scope)
