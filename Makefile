@@ -8,7 +8,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export HOST PORT
 
-.PHONY: install install-runtime run serve migrate test fuzz lint fmt clean bench wheel-check lock
+.PHONY: install install-runtime run serve migrate test fuzz docs-offline lint fmt clean bench wheel-check lock
 
 # Everything: the server, the embedded PostgreSQL, and the dev tools (tests, lint, fuzz).
 install: $(STAMP)
@@ -53,10 +53,16 @@ lock:
 fuzz: install
 	$(BIN)/python -m fuzz.run $(FUZZ_ARGS)
 
+# /docs and /redoc in headless Chromium with the network off, "Try it out" included, on a
+# throwaway database (tools/check_docs_offline.py). Needs Debian's chromium (apt-get install
+# chromium); DOCS_ARGS="--screenshots DIR" keeps PNGs of the pages.
+docs-offline: install
+	$(BIN)/python -m tools.check_docs_offline $(DOCS_ARGS)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app tests fuzz bench
+	$(BIN)/mypy app tests fuzz bench tools
 
 fmt: install
 	$(BIN)/ruff format .

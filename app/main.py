@@ -14,8 +14,8 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from app import db as database
-from app.api import admin, auth, faroe, health
-from app.api.docs import operation_id, restore_null_examples
+from app.api import admin, auth, docs, faroe, health
+from app.api.openapi import operation_id, restore_null_examples
 from app.errors import (
     TYPE_OF_STATUS,
     ApiError,
@@ -28,7 +28,7 @@ from app.errors import (
     envelope,
 )
 from app.metrics import Metrics
-from app.middleware import BodyLimit, Observe, RequestId, SecurityHeaders, docs_pages
+from app.middleware import BodyLimit, Observe, RequestId, SecurityHeaders
 from app.security.passwords import PasswordHasher
 from app.services import ratelimit, tenancy
 from app.settings import Settings, get_settings, unsafe_modes
@@ -220,6 +220,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         generate_unique_id_function=operation_id,
+        # app/api/docs.py serves these itself, from local files and as FastAPI routes.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
         openapi_tags=[
             {"name": "auth", "description": "Sign-up, sign-in and the caller's own account."},
             {
@@ -245,10 +250,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(faroe.router)
     app.include_router(health.router)
+    app.include_router(docs.router)
     app.state.metrics = Metrics(app.state)
     # Each add wraps the previous: SecurityHeaders is the outermost (app/middleware.py).
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Observe, metrics=app.state.metrics)
     app.add_middleware(RequestId)
-    app.add_middleware(SecurityHeaders, docs_paths=docs_pages(app))
+    app.add_middleware(SecurityHeaders, pages=docs.PAGES)
     return app

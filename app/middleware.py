@@ -6,20 +6,14 @@ answers unhandled exceptions itself, inside the other two, so a 500 or a databas
 the request id and the security headers like every other answer.
 """
 
-import base64
-import hashlib
 import inspect
 import json
 import logging
-import re
 import secrets
 import time
 from collections.abc import Collection
 from typing import Any
-from urllib.parse import urlsplit
 
-from fastapi import FastAPI
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -219,79 +213,15 @@ API_CSP = b"default-src 'none'; frame-ancestors 'none'"
 NO_STORE: list[tuple[bytes, bytes]] = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
 
 
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def _defaults(function: Any, *names: str) -> list[str]:
-    parameters = inspect.signature(function).parameters
-    return [str(parameters[name].default) for name in names]
-
-
-# The docs pages load their assets from wherever FastAPI's defaults point (a CDN today); read
-# the origins from those defaults so an upgrade that moves them does not break the pages.
-DOCS_ASSET_ORIGINS = " ".join(
-    sorted(
-        {
-            _origin(url)
-            for url in _defaults(get_swagger_ui_html, "swagger_js_url", "swagger_css_url")
-            + _defaults(get_redoc_html, "redoc_js_url")
-        }
-    )
-)
-DOCS_ICON_ORIGINS = " ".join(
-    sorted(
-        {
-            _origin(url)
-            for url in _defaults(get_swagger_ui_html, "swagger_favicon_url")
-            + _defaults(get_redoc_html, "redoc_favicon_url")
-        }
-    )
-)
-# FastAPI writes the Swagger UI bootstrap (and the OAuth2 redirect page) as a bare inline
-# <script>; external ones are <script src=…>. Only inline ones match.
-INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
-
-
-def docs_csp(html: bytes) -> bytes:
-    """The policy of a docs page: its assets' origins, and its own inline scripts by hash (not
-    'unsafe-inline', so a script injected into the page by a crafted spec still cannot run).
-    Styles may be inline: Swagger UI and ReDoc (styled-components) inject them at runtime.
-    ReDoc runs its search in a blob: worker. ReDoc's Google Fonts stylesheet is not allowed (a
-    host FastAPI hard-codes); ReDoc then falls back to its system font stack."""
-    hashes = [
-        f"'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
-        for script in INLINE_SCRIPT.findall(html)
-    ]
-    directives = [
-        "default-src 'none'",
-        " ".join(["script-src", DOCS_ASSET_ORIGINS, *hashes]),
-        f"style-src {DOCS_ASSET_ORIGINS} 'unsafe-inline'",
-        f"img-src 'self' data: {DOCS_ICON_ORIGINS}",
-        "font-src 'self' data:",
-        "connect-src 'self'",
-        "worker-src blob:",
-        "frame-ancestors 'none'",
-        "base-uri 'none'",
-        "form-action 'none'",
-    ]
-    return "; ".join(directives).encode()
-
-
-def docs_pages(app: FastAPI) -> frozenset[str]:
-    """The HTML pages FastAPI serves for the docs, which need a policy of their own."""
-    paths = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
-    return frozenset(path for path in paths if path)
-
-
 class SecurityHeaders:
     """nosniff, DENY framing and no referrer on every answer; `Cache-Control: no-store` on every
-    /v1/ answer; a deny-all CSP on the API and a working one on the docs pages."""
+    /v1/ answer; a deny-all CSP on the API. The docs pages (`pages`) set a policy of their own
+    (app/api/docs.py), which is kept; should one of them answer without it (an error), the
+    deny-all one applies."""
 
-    def __init__(self, app: ASGIApp, docs_paths: Collection[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, pages: Collection[str] = ()) -> None:
         self.app = app
-        self.docs_paths = frozenset(docs_paths)
+        self.pages = frozenset(pages)
         self.api_headers = [*SECURITY_HEADERS, (b"content-security-policy", API_CSP)]
         self.v1_headers = [*self.api_headers, *NO_STORE]
 
@@ -300,40 +230,19 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         path = route_path(scope)
-        if path in self.docs_paths:
-            await self._docs_page(scope, receive, send)
-            return
         added = self.v1_headers if path.startswith("/v1/") else self.api_headers
+        own_policy = path in self.pages
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": _replace(message.get("headers", []), added)}
+                headers = message.get("headers", [])
+                extra = added
+                if own_policy and any(n.lower() == b"content-security-policy" for n, _ in headers):
+                    extra = SECURITY_HEADERS
+                message = {**message, "headers": _replace(headers, extra)}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-    async def _docs_page(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Buffer the page (a few KiB, rarely asked for) to hash its inline scripts."""
-        start: Message | None = None
-        chunks: list[bytes] = []
-
-        async def send_with_policy(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                start = message
-                return
-            if message["type"] != "http.response.body" or start is None:
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body", False):
-                return
-            body = b"".join(chunks)
-            added = [*SECURITY_HEADERS, (b"content-security-policy", docs_csp(body))]
-            await send({**start, "headers": _replace(start.get("headers", []), added)})
-            await send({"type": "http.response.body", "body": body})
-
-        await self.app(scope, receive, send_with_policy)
 
 
 def _replace(

@@ -3,7 +3,6 @@ them, the security and no-store headers, and /metrics."""
 
 import asyncio
 import base64
-import hashlib
 import json
 import logging
 import os
@@ -12,9 +11,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -366,81 +363,7 @@ async def test_security_headers_outside_v1(client: httpx.AsyncClient, path: str)
     assert "content-security-policy" in response.headers
 
 
-class _Page(HTMLParser):
-    """What a docs page loads: external scripts, stylesheets, icons, and inline scripts."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scripts: list[str] = []
-        self.styles: list[str] = []
-        self.icons: list[str] = []
-        self.inline: list[str] = []
-        self._in_inline = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = dict(attrs)
-        if tag == "script":
-            if attributes.get("src"):
-                self.scripts.append(attributes["src"] or "")
-            else:
-                self._in_inline = True
-                self.inline.append("")
-        elif tag == "link" and attributes.get("rel") == "stylesheet":
-            self.styles.append(attributes["href"] or "")
-        elif tag == "link" and "icon" in (attributes.get("rel") or ""):
-            self.icons.append(attributes["href"] or "")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "script":
-            self._in_inline = False
-
-    def handle_data(self, data: str) -> None:
-        if self._in_inline:
-            self.inline[-1] += data
-
-
-def _policy(header: str) -> dict[str, list[str]]:
-    directives = [d.split() for d in header.split(";") if d.strip()]
-    return {d[0]: d[1:] for d in directives}
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-async def test_swagger_ui_page_may_load_what_it_needs(client: httpx.AsyncClient) -> None:
-    response = await client.get("/docs")
-    assert response.status_code == 200
-    policy = _policy(response.headers["content-security-policy"])
-    page = _Page()
-    page.feed(response.text)
-    assert page.scripts and page.styles and page.inline  # the page is what we think it is
-    for url in page.scripts:
-        assert _origin(url) in policy["script-src"], url
-    for url in page.styles:
-        assert _origin(url) in policy["style-src"], url
-    for url in page.icons:
-        assert _origin(url) in policy["img-src"], url
-    for script in page.inline:
-        digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
-        assert f"'sha256-{digest}'" in policy["script-src"]
-    # Inline scripts run by hash only: an injected one would not.
-    assert "'unsafe-inline'" not in policy["script-src"]
-    assert "'self'" in policy["connect-src"]  # the UI fetches /openapi.json and tries calls
-    assert policy["default-src"] == ["'none'"] and policy["frame-ancestors"] == ["'none'"]
-
-
-async def test_redoc_page_may_load_its_script_and_worker(client: httpx.AsyncClient) -> None:
-    response = await client.get("/redoc")
-    policy = _policy(response.headers["content-security-policy"])
-    page = _Page()
-    page.feed(response.text)
-    assert page.scripts
-    for url in page.scripts:
-        assert _origin(url) in policy["script-src"], url
-    assert "blob:" in policy["worker-src"]  # ReDoc's search worker
-    assert "'self'" in policy["connect-src"]
+# The docs pages' own policies: tests/test_docs.py.
 
 
 # ---- metrics ---------------------------------------------------------------------------------

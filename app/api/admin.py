@@ -39,7 +39,7 @@ from app.api.admin_schemas import (
     UserListQuery,
 )
 from app.api.deps import Config, Db, From, Hasher, rate_limit
-from app.api.docs import JSON_BODY, SESSION, TENANT, answer, errors
+from app.api.openapi import JSON_BODY, SESSION, TENANT, answer, errors
 from app.api.schemas import AppRef, SessionId, StatusOut, UserId, UserOut
 from app.errors import (
     AuthenticationRequired,

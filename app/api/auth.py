@@ -15,7 +15,7 @@ from app.api.deps import (
     Tenant,
     rate_limit,
 )
-from app.api.docs import JSON_BODY, SESSION, TENANT, answer, errors
+from app.api.openapi import JSON_BODY, SESSION, TENANT, answer, errors
 from app.api.schemas import (
     ChangePasswordIn,
     ExportOut,

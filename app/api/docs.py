@@ -1,158 +1,191 @@
-"""How the API documents itself: each route's error responses, built from the ApiError
-catalogue of app/errors.py, and the operation ids that generated SDKs name their methods after.
+"""The API's docs: Swagger UI at /docs, ReDoc at /redoc, the OpenAPI document they read, and
+their JS, CSS and icon under /docs-assets/, all answered by this process. GET / leads to /docs.
 
-A route declares every error it can return, in its decorator:
+A self-hosted service may have no internet access, so the pages load nothing from elsewhere:
+the assets are the files the fastapi-offline package ships (Swagger UI 5 and ReDoc 2, the majors
+FastAPI's own helpers point at), and ReDoc is told not to ask for Google Fonts. FastAPI's own
+docs routes are switched off (create_app) because they point at a CDN, and because they are
+plain Starlette routes, which leave no route in the scope for the access log and the metrics:
+these are FastAPI routes, which do.
 
-    responses=errors(SESSION, JSON_BODY, ValidationFailed("name", "…"), DatabaseUnavailable)
-
-An entry is an ApiError class (documented with the class's example), an instance (the message
-this route sends, e.g. `NotFound("user not found")`), or a group of them (the tuples below).
-tests/test_openapi.py holds each declaration to what its route can return.
+Each page carries a Content-Security-Policy of its own (app/middleware.py keeps it), listing what
+the page was seen to use in Chromium (tools/check_docs_offline.py) and no more.
 """
 
+import asyncio
+import base64
+import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from functools import cache
+from importlib.resources import files
 from typing import Any
 
-from fastapi.routing import APIRoute
-from pydantic import BaseModel
+from fastapi import APIRouter, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
 
-from app.api import admin_schemas, schemas
-from app.api.schemas import ErrorOut
-from app.errors import (
-    ApiError,
-    AuthenticationRequired,
-    BadRequest,
-    NotFound,
-    PayloadTooLarge,
-    SessionExpired,
-    UnsupportedMediaType,
-    UserBanned,
-)
+OPENAPI_URL = "/openapi.json"
+SWAGGER_UI_URL = "/docs"
+REDOC_URL = "/redoc"
+ASSETS_URL = "/docs-assets"
 
-Responses = dict[int | str, dict[str, Any]]
-Documented = type[ApiError] | ApiError | Iterable["Documented"]
+# The package's static/ directory, which holds swagger-ui-bundle.js, swagger-ui.css,
+# redoc.standalone.js and favicon.png. Resolved at import, so a missing package stops the
+# start-up instead of turning the docs into 404s.
+ASSETS_PACKAGE = ("fastapi_offline", "static")
+_assets = StaticFiles(packages=[ASSETS_PACKAGE])
 
-# A JSON body that never reached validation: not JSON, over the size cap, or another media type.
-# (Its 422s differ per route, so each route names its own ValidationFailed examples.)
-JSON_BODY = (BadRequest, PayloadTooLarge, UnsupportedMediaType)
-# A session bearer token (deps.get_principal): none, unknown, expired or revoked, banned user.
-SESSION = (AuthenticationRequired, SessionExpired, UserBanned)
-# The app and environment a call names by slug or id (tenancy.resolve, admin_auth.resolve_*).
-TENANT = (NotFound("app not found"), NotFound("environment not found"))
+# ReDoc 2 draws Redocly's logo at the foot of its menu from Redocly's CDN, and has no option to
+# leave it out: offline that is a failed request and a CSP violation, online a request to a
+# third party from every reader's browser. The copy served here has the address blanked, and
+# ReDoc then leaves the logo out, as it does whenever the image fails to load.
+REDOC_LOGO = b'"https://cdn.redoc.ly/redoc/logo-mini.svg"'
 
-HEADERS: dict[str, dict[str, Any]] = {
-    "Retry-After": {
-        "description": "seconds to wait before trying again",
-        "schema": {"type": "integer", "minimum": 1},
-    },
-    "WWW-Authenticate": {
-        "description": "the bearer challenge (RFC 6750)",
-        "schema": {"type": "string"},
-    },
+router = APIRouter(include_in_schema=False)
+# HEAD as well, as FastAPI's own docs routes answered it (a link checker's or a probe's request).
+READ = ["GET", "HEAD"]
+
+# What each page may do; the sha256 of its inline scripts is added to script-src per answer.
+# Each allowance below was taken away once, and tools/check_docs_offline.py then failed: the
+# page broke, or the console showed a violation. default-src 'none' covers the rest: neither
+# page loads a font (ReDoc without Google Fonts uses the system's), a frame or an object.
+SWAGGER_UI_POLICY: dict[str, tuple[str, ...]] = {
+    "default-src": ("'none'",),
+    # swagger-ui-bundle.js; FastAPI's inline SwaggerUIBundle({...}) call runs by its hash, so a
+    # script injected into the page (by a crafted spec, say) still cannot.
+    "script-src": ("'self'",),
+    # swagger-ui.css. Swagger UI sets its inline styles through the DOM (element.style), which
+    # CSP does not govern, so no 'unsafe-inline'.
+    "style-src": ("'self'",),
+    # The favicon, and the icons swagger-ui.css draws as data: SVG (the expand arrow, the
+    # copy-to-clipboard button).
+    "img-src": ("'self'", "data:"),
+    # The OpenAPI document, and the calls "Try it out" makes.
+    "connect-src": ("'self'",),
+    "frame-ancestors": ("'none'",),
+    "base-uri": ("'none'",),
+    "form-action": ("'none'",),
+}
+REDOC_POLICY: dict[str, tuple[str, ...]] = {
+    "default-src": ("'none'",),
+    # redoc.standalone.js; FastAPI's ReDoc page has no inline script.
+    "script-src": ("'self'",),
+    # ReDoc styles itself with styled-components, which writes <style> elements at run time,
+    # with no way for the page to hand it a nonce, and their text is not known in advance for
+    # hashes; FastAPI's page has an inline <style> block too. Scripts stay locked down.
+    "style-src": ("'self'", "'unsafe-inline'"),
+    # The favicon, and the section-link icon ReDoc's styles draw as a data: SVG.
+    "img-src": ("'self'", "data:"),
+    # The OpenAPI document.
+    "connect-src": ("'self'",),
+    # ReDoc builds its search index in a worker it starts from a blob: URL.
+    "worker-src": ("blob:",),
+    "frame-ancestors": ("'none'",),
+    "base-uri": ("'none'",),
+    "form-action": ("'none'",),
 }
 
-
-def errors(*documented: Documented) -> Responses:
-    """FastAPI `responses` for these errors: one entry per status, holding every declared error
-    of that status as a named example of the ErrorOut envelope, and the headers they send."""
-    by_status: dict[int, list[ApiError]] = {}
-    for error in _instances(documented):
-        listed = by_status.setdefault(error.status, [])
-        # Groups overlap (two of them may both name UserBanned): list each body once.
-        if all(error.body() != other.body() for other in listed):
-            listed.append(error)
-    return {status: _response(listed) for status, listed in sorted(by_status.items())}
+# FastAPI writes its inline scripts as bare <script>; the asset ones are <script src=...>.
+_INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
 
 
-def answer(example: dict[str, Any], status: int = 200) -> Responses:
-    """The example of a route's success answer, where the response model is shared by routes
-    that answer differently (StatusOut)."""
-    if _holds_null(example):
-        # FastAPI would drop the key from /openapi.json (see restore_null_examples), and only
-        # the models' examples are put back.
-        raise ValueError("a route's example cannot hold null; give its model an example")
-    return {status: {"content": {"application/json": {"example": example}}}}
+def content_security_policy(page: bytes, policy: dict[str, tuple[str, ...]]) -> str:
+    """`policy` as a header value, with the hashes of `page`'s inline scripts in script-src."""
+    hashes = tuple(
+        f"'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
+        for script in _INLINE_SCRIPT.findall(page)
+    )
+    directives = {**policy, "script-src": policy["script-src"] + hashes}
+    return "; ".join(" ".join((name, *sources)) for name, sources in directives.items())
 
 
-def _holds_null(value: object) -> bool:
-    if isinstance(value, dict):
-        return any(_holds_null(item) for item in value.values())
-    if isinstance(value, list):
-        return any(_holds_null(item) for item in value)
-    return value is None
+def _root(request: Request) -> str:
+    """The prefix a proxy serves the app under (root_path), for the URLs the pages load."""
+    root: str = request.scope.get("root_path", "")
+    return root.rstrip("/")
 
 
-def restore_null_examples(spec: dict[str, Any]) -> None:
-    """Put back the nulls FastAPI strips from every example when it writes the OpenAPI
-    document (fastapi/fastapi#5559): without them, the example of a user with `"image": null`
-    would lose the key and no longer match its own schema, where `image` is required."""
-    models = {
-        name: model
-        for module in (schemas, admin_schemas)
-        for name, model in vars(module).items()
-        if isinstance(model, type) and issubclass(model, BaseModel)
-    }
-    for name, schema in spec.get("components", {}).get("schemas", {}).items():
-        if "examples" in schema and name in models:
-            schema["examples"] = models[name].model_json_schema()["examples"]
+def _with_policy(page: HTMLResponse, policy: dict[str, tuple[str, ...]]) -> HTMLResponse:
+    page.headers["content-security-policy"] = content_security_policy(bytes(page.body), policy)
+    return page
 
 
-def _instances(documented: Iterable[Documented]) -> Iterator[ApiError]:
-    for item in documented:
-        if isinstance(item, ApiError):
-            yield item
-        elif isinstance(item, type):
-            yield item.example()
-        else:
-            yield from _instances(item)
+@router.api_route("/", methods=READ)
+async def home(request: Request) -> RedirectResponse:
+    """A browser pointed at the service lands on the docs."""
+    return RedirectResponse(_root(request) + SWAGGER_UI_URL, status_code=307)
 
 
-def _response(listed: list[ApiError]) -> dict[str, Any]:
-    examples: dict[str, dict[str, Any]] = {}
-    for error in listed:
-        key = _key(error.message)
-        while key in examples:  # the same message with other fields (a ban with an end)
-            key += "_"
-        examples[key] = {"summary": error.message, "value": error.body()}
-    response: dict[str, Any] = {
-        "model": ErrorOut,
-        "description": _description(listed),
-        "content": {"application/json": {"examples": examples}},
-    }
-    names = sorted({name for error in listed for name in error.headers})
-    if names:
-        response["headers"] = {
-            # Required only when every error of the status sends it (InvalidCredentials has
-            # no WWW-Authenticate, the other 401s do).
-            name: {**HEADERS[name], "required": all(name in e.headers for e in listed)}
-            for name in names
-        }
-    return response
+@router.api_route(OPENAPI_URL, methods=READ)
+async def openapi(request: Request) -> JSONResponse:
+    """The OpenAPI document, as FastAPI's own route answers it: behind a proxy's root_path the
+    schema names that prefix as its server, so "Try it out" calls the right URLs."""
+    schema: dict[str, Any] = request.app.openapi()
+    root = _root(request)
+    if root and request.app.root_path_in_servers:
+        servers: list[dict[str, Any]] = schema.get("servers", [])
+        if root not in {server.get("url") for server in servers}:
+            schema = {**schema, "servers": [{"url": root}, *servers]}
+    return JSONResponse(schema)
 
 
-def _key(message: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", message.lower()).strip("_")[:64] or "error"
+@router.api_route(SWAGGER_UI_URL, methods=READ)
+async def swagger_ui(request: Request) -> HTMLResponse:
+    root = _root(request)
+    page = get_swagger_ui_html(
+        openapi_url=root + OPENAPI_URL,
+        title=f"{request.app.title} - Swagger UI",
+        swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
+        swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
+        swagger_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
+        # The API's only scheme is a bearer token pasted into Authorize: no OAuth2 flow, so
+        # no redirect page.
+        oauth2_redirect_url=None,
+        # Swagger UI's default would link an online validator run by swagger.io with the
+        # spec's URL; it shows no badge once the spec has loaded, and null makes sure of it.
+        swagger_ui_parameters={**(request.app.swagger_ui_parameters or {}), "validatorUrl": None},
+    )
+    return _with_policy(page, SWAGGER_UI_POLICY)
 
 
-def _description(listed: list[ApiError]) -> str:
-    lines = dict.fromkeys(f"- `{error.type}`: {error.description}" for error in listed)
-    return "\n".join(lines)
+@router.api_route(REDOC_URL, methods=READ)
+async def redoc(request: Request) -> HTMLResponse:
+    root = _root(request)
+    page = get_redoc_html(
+        openapi_url=root + OPENAPI_URL,
+        title=f"{request.app.title} - ReDoc",
+        redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
+        redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
+        # ReDoc falls back to its system font stack.
+        with_google_fonts=False,
+    )
+    return _with_policy(page, REDOC_POLICY)
 
 
-# `<tag>.<name>`: a dotted, lower-case path of words.
-OPERATION_ID = re.compile(r"[a-z]+(?:\.[a-z][a-z0-9_]*)+")
+@cache
+def _redoc_js() -> tuple[bytes, str]:
+    """ReDoc's bundle without the logo's address, and its ETag: read once, 1 MB in memory."""
+    package, folder = ASSETS_PACKAGE
+    script = files(package).joinpath(folder, "redoc.standalone.js").read_bytes()
+    script = script.replace(REDOC_LOGO, b'""')
+    return script, f'"{hashlib.sha256(script).hexdigest()[:32]}"'
 
 
-def operation_id(route: APIRoute) -> str:
-    """`<tag>.<route name>`: `auth.signup`, `auth.me.get`, `admin.users.sessions.revoke`.
+# Declared before the route of the other files, so it answers for this one.
+@router.api_route(ASSETS_URL + "/redoc.standalone.js", methods=READ)
+async def redoc_js(request: Request) -> Response:
+    script, etag = await asyncio.to_thread(_redoc_js)
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"etag": etag})
+    return Response(script, media_type="text/javascript", headers={"etag": etag})
 
-    Each route names itself in its decorator (`name="me.get"`: resource, then verb); a route
-    without a name falls back on its function's (`operations.health`). The name is API surface
-    — SDK methods are called after it — so it is written down rather than derived from the
-    Python function, which may then be renamed freely."""
-    tag = route.tags[0] if route.tags else "api"
-    unique = f"{tag}.{route.name}"
-    if not OPERATION_ID.fullmatch(unique):
-        raise ValueError(f"operation id {unique!r} of {route.path} is not `<tag>.<words>`")
-    return unique
+
+@router.api_route(ASSETS_URL + "/{name}", methods=READ)
+async def asset(name: str, request: Request) -> Response:
+    """One of the package's files, with ETag and Last-Modified (a 304 when unchanged)."""
+    return await _assets.get_response(name, request.scope)
+
+
+# The pages that set their own Content-Security-Policy (app/middleware.py keeps it).
+PAGES = frozenset({SWAGGER_UI_URL, REDOC_URL})

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from app.api.docs import errors
+from app.api.openapi import errors
 from app.errors import ServiceUnavailable
 from app.metrics import Metrics
 
