@@ -2,7 +2,8 @@
 and database as the server.
 
 With no DATABASE_URL the embedded PostgreSQL under DATA_DIR is used; a command run while the
-server is up joins the running embedded server instead of starting a second one.
+server is up joins the running embedded server instead of starting a second one, and the last
+process to let go of it stops it (app/embedded.py).
 """
 
 import argparse
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from app import db as database
+from app import embedded
 from app.services import admin_cli
 from app.services.admin_cli import UserError
 from app.settings import Settings, get_settings
@@ -32,13 +34,15 @@ def serve(settings: Settings) -> None:
     # config again in each worker process.
     log_config = logs.config(settings.log_level)
     logs.configure(settings.log_level)
-    url, embedded = database.resolve_database_url(settings)
-    try:
+    with embedded.database_url(settings) as url:
         database.migrate(url)
         # Workers re-read settings from the environment: hand them the resolved URL, and the
-        # migrations are done once here rather than once per worker.
+        # migrations are done once here rather than once per worker. The cached settings go
+        # too, else the app of a single process would start (and stop) the embedded server
+        # a second time in its lifespan.
         os.environ["DATABASE_URL"] = url
         os.environ["MIGRATE_ON_START"] = "false"
+        get_settings.cache_clear()
         print(f"Userkeep on http://{settings.host}:{settings.port}/docs", file=sys.stderr)
         uvicorn.run(
             "app.main:create_app",
@@ -54,19 +58,12 @@ def serve(settings: Settings) -> None:
             # loopback peer, before TRUSTED_PROXIES (app/security/client_ip.py) is consulted.
             proxy_headers=False,
         )
-    finally:
-        if embedded is not None:
-            embedded.stop()
 
 
 def migrate(settings: Settings) -> None:
-    url, embedded = database.resolve_database_url(settings)
-    try:
+    with embedded.database_url(settings) as url:
         database.migrate(url)
-        print("database at head", file=sys.stderr)
-    finally:
-        if embedded is not None:
-            embedded.stop()
+    print("database at head", file=sys.stderr)
 
 
 PASSWORD_ENV = "USERKEEP_ADMIN_PASSWORD"  # noqa: S105 - the variable's name
@@ -117,13 +114,9 @@ def create_admin(
 
 def _run(settings: Settings, work: Callable[[str], Coroutine[Any, Any, T]]) -> T:
     """Run one operator action against the configured (or embedded) database, migrated."""
-    url, embedded = database.resolve_database_url(settings)
-    try:
+    with embedded.database_url(settings) as url:
         database.migrate(url)
         return asyncio.run(work(url))
-    finally:
-        if embedded is not None:
-            embedded.stop()
 
 
 def create_api_key(settings: Settings, app: str, name: str) -> None:

