@@ -1,5 +1,6 @@
-"""How a `python -m app …` process ends on a signal: no signal cuts the start or the stop of
-the embedded PostgreSQL in half."""
+"""How a `python -m app …` process ends on a signal: SIGTERM and SIGHUP unwind it like Ctrl-C,
+so every `finally` runs (above all the one that stops the embedded PostgreSQL), and no signal
+cuts the start or the stop of that server in half."""
 
 import signal
 import threading
@@ -13,11 +14,43 @@ from typing import Any
 ENDING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP arrived. A BaseException, like KeyboardInterrupt, so that no
+    `except Exception` swallows it on its way up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise Stopped(signum)
+
+
+def _hang_up(signum: int, frame: FrameType | None) -> None:
+    # Whoever handles SIGTERM at this moment handles the hang-up too: uvicorn's graceful
+    # shutdown while it serves (uvicorn itself ignores SIGHUP), _stop before and after.
+    signal.raise_signal(signal.SIGTERM)
+
+
 def ignored(sig: signal.Signals) -> bool:
     """Whether the process was started with `sig` ignored, and should go on ignoring it:
     `nohup` ignores SIGHUP so the run outlives its terminal, and a shell without job control
     starts background commands with SIGINT ignored so Ctrl-C does not reach them."""
     return signal.getsignal(sig) == signal.SIG_IGN
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Stopped in the main thread instead of their default action,
+    which ends the process on the spot and skips every `finally`. SIGINT keeps Python's
+    KeyboardInterrupt; a signal the process was started with ignored stays ignored."""
+    handlers = {signal.SIGTERM: _stop, signal.SIGHUP: _hang_up}
+    previous = {sig: signal.signal(sig, h) for sig, h in handlers.items() if not ignored(sig)}
+    try:
+        yield
+    finally:
+        _restore(previous)
 
 
 @contextmanager
