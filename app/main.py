@@ -173,7 +173,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Started without `python -m app serve` (e.g. `uvicorn --factory app.main:create_app`).
         import asyncio
 
-        url, embedded = await asyncio.to_thread(database.resolve_database_url, settings)
+        from app.embedded import resolve_database_url
+
+        url, embedded = await asyncio.to_thread(resolve_database_url, settings)
     if settings.migrate_on_start:
         await database.migrate_async(url)
     engine = database.create_engine(url, settings)

@@ -12,21 +12,22 @@ from pathlib import Path
 import httpx
 
 from app import db as database
+from app.embedded import EmbeddedPostgres
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def bench_database(url: str | None) -> tuple[str, database.EmbeddedPostgres | None]:
+def bench_database(url: str | None) -> tuple[str, EmbeddedPostgres | None]:
     """The URL of the bench database: given, or `userkeep_bench` on an embedded server whose
     data lives in .data/bench (kept between runs, so a seeded million users is reused)."""
     if url:
         return url, None
     pgdata = ROOT / ".data" / "bench" / "postgres"
-    embedded = database.EmbeddedPostgres(pgdata)
+    embedded = EmbeddedPostgres(pgdata)
     if _tune(embedded):
         embedded.stop()  # shared_buffers takes effect at the next start
-        embedded = database.EmbeddedPostgres(pgdata)
+        embedded = EmbeddedPostgres(pgdata)
     url = embedded.url("userkeep_bench")
     return url, embedded
 
@@ -38,7 +39,7 @@ def bench_database(url: str | None) -> tuple[str, database.EmbeddedPostgres | No
 SHARED_BUFFERS = os.environ.get("BENCH_SHARED_BUFFERS", "1GB")
 
 
-def _tune(embedded: database.EmbeddedPostgres) -> bool:
+def _tune(embedded: EmbeddedPostgres) -> bool:
     """Set the bench server's shared_buffers; True when a restart is needed for it."""
     import asyncio
 

@@ -38,6 +38,7 @@ from types import FrameType
 import asyncpg
 
 from app import db as database
+from app.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "fuzz" / "schemathesis.toml"
@@ -92,7 +93,7 @@ async def _execute(url: str, statement: str) -> None:
 @contextmanager
 def embedded_database(tmp: Path) -> Iterator[str]:
     """A migrated database on a new embedded server under `tmp`; stopped and deleted after."""
-    server = database.EmbeddedPostgres(tmp / "pg", delete_on_stop=True)
+    server = EmbeddedPostgres(tmp / "pg", delete_on_stop=True)
     try:
         url = server.url("userkeep_fuzz")
         asyncio.run(database.ensure_database(url))

@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from app import clock
 from app import db as database
+from app.embedded import EmbeddedPostgres
 from app.main import create_app
 from app.settings import Settings
 
@@ -36,7 +37,7 @@ def database_url() -> Iterator[str]:
     else:
         tmp = Path(tempfile.mkdtemp(prefix="userkeep-test-"))
         tmp.chmod(0o755)
-        embedded = database.EmbeddedPostgres(tmp / "pg", delete_on_stop=True)
+        embedded = EmbeddedPostgres(tmp / "pg", delete_on_stop=True)
         server_url = embedded.url("postgres")
     name = f"userkeep_test_{uuid.uuid4().hex[:12]}"
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)

@@ -71,5 +71,8 @@ def serving(env: dict[str, str], port: int) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+            # Shown with the failure this is bound to cause (a server left running, …).
+            print("server killed: not stopped 30 s after SIGINT", file=sys.stderr)
         if server.stdout is not None:
+            print(server.stdout.read()[-4000:], file=sys.stderr)
             server.stdout.close()

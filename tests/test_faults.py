@@ -29,6 +29,7 @@ from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from app import db as database
+from app.embedded import EmbeddedPostgres
 from app.main import create_app
 from app.security import tokens
 from tests.conftest import make_settings
@@ -45,13 +46,13 @@ class OwnPostgres:
 
     def __init__(self, root: Path) -> None:
         self.pgdata = root / "pg"
-        self.server: database.EmbeddedPostgres | None = database.EmbeddedPostgres(self.pgdata)
+        self.server: EmbeddedPostgres | None = EmbeddedPostgres(self.pgdata)
         self.url = self.server.url()
         self.frozen: list[int] = []
 
     def start(self) -> None:
         if self.server is None:
-            self.server = database.EmbeddedPostgres(self.pgdata)
+            self.server = EmbeddedPostgres(self.pgdata)
             assert self.server.url() == self.url  # same socket, same data
 
     def stop(self) -> None:

