@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="redis://… for the rate-limit counters; unset = PostgreSQL"
     )
+    # Several deployments (or test runs) may share one Redis: each keeps its keys apart.
+    redis_prefix: str = Field(
+        default="userkeep", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Redis key prefix"
+    )
     trusted_proxies: str = Field(
         default="",
         description="comma-separated IPs/CIDRs of reverse proxies whose X-Forwarded-For is "

@@ -14,7 +14,7 @@ from app import clock
 from app.faroe.client import encode_request, sign
 from tests import admin_support
 from tests.faroe_support import SECRET, app_with, check_user, parse_strict
-from tests.redis_support import REDIS_URL, clear_redis, redis_up
+from tests.redis_support import REDIS_PREFIX, REDIS_URL, clear_redis, redis_up
 
 URL = "/v1/faroe/actions"
 UNKNOWN_USER = "ausr_01h455vb4pex5vsknk084sn02q"
@@ -54,6 +54,7 @@ async def store_client(
         if not redis_up():
             pytest.skip("no Redis on 127.0.0.1:6379")
         overrides["redis_url"] = REDIS_URL
+        overrides["redis_prefix"] = REDIS_PREFIX
         await clear_redis()
     async with app_with(database_url, **overrides) as c:
         yield c

@@ -21,7 +21,7 @@ from app.settings import Settings
 from tests.admin_support import auth, default_app, make_admin
 from tests.conftest import FAROE_SECRET, make_settings
 from tests.helpers import PASSWORD, bearer, unique_email
-from tests.redis_support import REDIS_URL, clear_redis, redis_up
+from tests.redis_support import REDIS_PREFIX, REDIS_URL, clear_redis, redis_up
 
 LIMITS = {
     "rate_limits": "on",
@@ -43,6 +43,7 @@ async def limited_app(request: pytest.FixtureRequest, database_url: str) -> Asyn
         if not redis_up():
             pytest.skip("no Redis on 127.0.0.1:6379")
         overrides["redis_url"] = REDIS_URL
+        overrides["redis_prefix"] = REDIS_PREFIX
         await clear_redis()
     application = create_app(make_settings(database_url, **overrides))
     async with application.router.lifespan_context(application):

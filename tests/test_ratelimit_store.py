@@ -13,7 +13,7 @@ from app.errors import RateLimited
 from app.limits import Limit
 from app.services.ratelimit import PostgresStore, RateLimiter, RedisStore
 from tests.conftest import make_settings
-from tests.redis_support import REDIS_URL, redis_up
+from tests.redis_support import REDIS_PREFIX, REDIS_URL, redis_up
 
 
 @pytest.fixture(params=["postgres", "redis"])
@@ -25,7 +25,7 @@ async def limiter(request, database_url):
     else:
         if not redis_up():
             pytest.skip("no Redis on 127.0.0.1:6379")
-        store = RedisStore(REDIS_URL)
+        store = RedisStore(REDIS_URL, REDIS_PREFIX)
         yield RateLimiter(store)
         for pattern in ("userkeep:rl:test:*", "userkeep:once:test:*"):
             async for name in store.redis.scan_iter(pattern):

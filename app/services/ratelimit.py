@@ -137,13 +137,14 @@ class RedisStore:
     """INCR + EXPIRE on one key per window. Redis unreachable means 503, not unlimited: a limit
     that silently stops holding would be worse than a short outage of the limited routes."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, prefix: str = "userkeep") -> None:
         from redis.asyncio import Redis
 
         self.redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self.prefix = prefix
 
     def _key(self, key: str, window: int, now: float) -> str:
-        return f"userkeep:rl:{key}:{window_start(window, now)}"
+        return f"{self.prefix}:rl:{key}:{window_start(window, now)}"
 
     async def incr(self, key: str, window: int, now: float) -> int:
         from redis.exceptions import RedisError
@@ -185,7 +186,7 @@ class RedisStore:
         from redis.exceptions import RedisError
 
         try:
-            created = await self.redis.set(f"userkeep:once:{key}", 1, nx=True, ex=max(1, ttl))
+            created = await self.redis.set(f"{self.prefix}:once:{key}", 1, nx=True, ex=max(1, ttl))
         except RedisError as exc:
             raise ServiceUnavailable("rate-limit store unavailable") from exc
         return bool(created)
@@ -274,5 +275,9 @@ class Rules:
 
 
 def build(settings: Settings, engine: AsyncEngine) -> Rules:
-    store: Store = RedisStore(settings.redis_url) if settings.redis_url else PostgresStore(engine)
+    store: Store = (
+        RedisStore(settings.redis_url, settings.redis_prefix)
+        if settings.redis_url
+        else PostgresStore(engine)
+    )
     return Rules(RateLimiter(store, enabled=settings.rate_limits == "on"), settings)
