@@ -24,7 +24,7 @@ from app.services import jobs
 from tests import job_kinds
 from tests.admin_support import World, build_world
 from tests.conftest import make_settings
-from tests.process_support import ROOT, process_env
+from tests.process_support import ROOT, free_port, process_env, serving
 
 
 @pytest.fixture
@@ -308,6 +308,17 @@ async def test_two_workers_never_run_one_job_at_once(app, pg, runs, database_url
     assert sorted(by_job) == sorted(ids)
     assert all(len(runs_) == 1 and runs_[0]["ended_at"] is not None for runs_ in by_job.values())
     assert {row["worker"] for row in rows} <= {one.pid, two.pid}
+
+
+async def test_serve_runs_jobs_by_default(app, pg, runs, database_url):
+    """JOBS_IN_SERVE defaults to true: `python -m app serve`, with two WORKERS, runs jobs."""
+    world = await build_world(pg)
+    env = process_env(
+        DATABASE_URL=database_url, JOBS_MODULES="tests.job_kinds", WORKERS="2", LOG_LEVEL="warning"
+    )
+    with serving(env, free_port()):
+        job_id = await enqueue(app, "test.record", world.acme[0])
+        await wait_status(pg, job_id, "succeeded")
 
 
 async def test_the_installed_queue_schema_is_what_pgqueuer_declares(pg):
