@@ -121,8 +121,8 @@ async def test_failures_back_off_then_fail_and_an_admin_retries(
         assert len(starts) == 3  # max_attempts, then no more
         first, second = ((b - a).total_seconds() for a, b in pairwise(starts))
         # Retry(first_delay=0.4 s, factor=2): 0.4 s, then 0.8 s.
-        # The worker polls every 0.1 s here: a retry may run up to that much late.
-        assert 0.35 < first < 0.7 and 0.75 < second < 1.2 and second > first * 1.2
+        # Never early (execute_after), late by little: the poll, the pick, a busy machine.
+        assert 0.35 < first < 1.5 and 0.75 < second < 2.5
 
         failed = (await client.get("/v1/admin/jobs?status=failed", headers=admin)).json()["jobs"]
         # build_world's own failed job, and this one.
@@ -307,7 +307,8 @@ async def test_two_workers_never_run_one_job_at_once(app, pg, runs, database_url
     # Each job ran once, to its end: no second worker ever started it, overlapping or not.
     assert sorted(by_job) == sorted(ids)
     assert all(len(runs_) == 1 and runs_[0]["ended_at"] is not None for runs_ in by_job.values())
-    assert {row["worker"] for row in rows} <= {one.pid, two.pid}
+    # Both took jobs: the exclusion was tested under real contention.
+    assert {row["worker"] for row in rows} == {one.pid, two.pid}
 
 
 async def test_serve_runs_jobs_by_default(app, pg, runs, database_url):

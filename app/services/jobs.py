@@ -270,8 +270,8 @@ class Worker:
         loop = asyncio.create_task(
             manager.run(
                 # New jobs wake the loop through LISTEN. The poll is for jobs nothing announces
-                # (abandoned ones), and for retries coming due, whose wake-up pgqueuer 1.6 can
-                # miss when the retry lands while the loop is computing its next wait.
+                # (abandoned ones), and for retries coming due: pgqueuer 1.6 was seen here to
+                # sleep through one (a second retry then waited the whole dequeue timeout).
                 dequeue_timeout=timedelta(seconds=self.settings.jobs_poll_interval),
                 batch_size=max(self.concurrency // 2, 1),
                 max_concurrent_tasks=self.concurrency,
