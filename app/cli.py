@@ -1,5 +1,5 @@
-"""`python -m app serve | migrate | create-admin | create-api-key | purge`: the same settings
-and database as the server.
+"""`python -m app serve | worker | migrate | create-admin | create-api-key | purge`: the same
+settings and database as the server.
 
 With no DATABASE_URL the embedded PostgreSQL under DATA_DIR is used; a command run while the
 server is up joins the running embedded server instead of starting a second one, and the last
@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import getpass
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
@@ -24,6 +25,32 @@ from app.services.admin_cli import UserError
 from app.settings import Settings, get_settings
 
 T = TypeVar("T")
+
+
+def worker(settings: Settings) -> None:
+    """Run jobs only (a dedicated node): JOBS_CONCURRENCY at once, until SIGTERM, SIGINT or
+    SIGHUP."""
+    from app import logs
+
+    logs.configure(settings.log_level)
+    with embedded.database_url(settings) as url:
+        database.migrate(url)
+        asyncio.run(_work(settings, url))
+
+
+async def _work(settings: Settings, url: str) -> None:
+    from app.services import jobs
+
+    engine = database.create_engine(url, settings)
+    runner = jobs.Worker(settings, url, database.session_factory(engine), settings.jobs_concurrency)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        # Stop taking jobs and let the running ones finish (JOBS_SHUTDOWN_GRACE).
+        loop.add_signal_handler(signum, runner.request_stop)
+    try:
+        await runner.run()
+    finally:
+        await engine.dispose()
 
 
 def migrate(settings: Settings) -> None:
@@ -100,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m app", description="Userkeep")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="migrate, then serve on HOST:PORT")
+    sub.add_parser("worker", help="migrate, then run background jobs (no HTTP) until SIGTERM")
     sub.add_parser("migrate", help="upgrade the database schema to head")
     admin = sub.add_parser(
         "create-admin",
@@ -161,6 +189,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         from app.serving import serve  # uvicorn and the whole app: only for this command
 
         serve(settings)
+    elif args.command == "worker":
+        worker(settings)
     elif args.command == "migrate":
         migrate(settings)
     elif args.command == "create-admin":

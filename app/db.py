@@ -172,6 +172,18 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
+async def connect(url: str, settings: Settings) -> asyncpg.Connection:
+    """One asyncpg connection of its own, with the engine's timeouts (a job worker's: it
+    LISTENs for new jobs, which a pooled connection cannot)."""
+    args = _asyncpg_args(url)
+    ssl = make_url(url).query.get("ssl") or make_url(url).query.get("sslmode")
+    if isinstance(ssl, str):
+        args["ssl"] = ssl
+    return await asyncpg.connect(
+        **args, timeout=settings.db_connect_timeout, command_timeout=settings.db_command_timeout
+    )
+
+
 class LookupPool:
     """A plain asyncpg pool for the hot path (a bearer token to its session and user).
 

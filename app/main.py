@@ -30,7 +30,7 @@ from app.errors import (
 from app.metrics import Metrics
 from app.middleware import BodyLimit, Observe, RequestId, SecurityHeaders
 from app.security.passwords import PasswordHasher
-from app.services import ratelimit, tenancy
+from app.services import jobs, ratelimit, tenancy
 from app.settings import Settings, get_settings, unsafe_modes
 
 log = logging.getLogger("userkeep")
@@ -193,9 +193,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # out of the garbage collector's full passes, whose pauses are the p99 of short requests.
     gc.collect()
     gc.freeze()
+    worker = None
+    if settings.jobs_in_serve:
+        # Each of `serve`'s WORKERS processes runs one loop with its share of JOBS_CONCURRENCY.
+        concurrency = jobs.per_process_concurrency(settings, settings.workers)
+        worker = jobs.Worker(settings, url, app.state.sessions, concurrency)
+        worker.start()
     try:
         yield
     finally:
+        if worker is not None:
+            await worker.stop()
         await app.state.rate_limits.limiter.store.close()
         await app.state.lookups.close()
         await engine.dispose()

@@ -27,6 +27,44 @@ class Settings(BaseSettings):
     port: int = 8000
     workers: int = 1
     log_level: str = "info"
+    # Background jobs (app/services/jobs.py): mail and webhooks leave through PostgreSQL.
+    jobs_in_serve: bool = Field(
+        default=True,
+        description="run job workers inside `serve` (off: only `python -m app worker` runs jobs)",
+    )
+    jobs_concurrency: int = Field(
+        default=4,
+        ge=2,
+        le=256,
+        description="jobs run at once per `worker` process, and by all of `serve`'s WORKERS "
+        "together",
+    )
+    jobs_heartbeat_timeout: float = Field(
+        default=30.0,
+        ge=0.5,
+        le=3600,
+        description="seconds without a heartbeat after which a running job counts as abandoned "
+        "(its worker died) and runs again",
+    )
+    jobs_poll_interval: float = Field(
+        default=2.0,
+        ge=0.05,
+        le=60,
+        description="seconds between a worker's looks for jobs that no notification announced "
+        "(a retry coming due, a job abandoned by a dead worker)",
+    )
+    jobs_shutdown_grace: float = Field(
+        default=20.0,
+        ge=0,
+        le=3600,
+        description="seconds a stopping worker waits for its running jobs; one still running "
+        "then is left to the heartbeat timeout and runs again elsewhere",
+    )
+    jobs_modules: str = Field(
+        default="",
+        description="comma-separated modules imported by workers to register extra job kinds "
+        "(the tests' kinds: tests.job_kinds)",
+    )
 
     session_ttl: int = Field(default=3600, ge=60, description="session token lifetime, seconds")
     refresh_ttl: int = Field(default=30 * 86400, ge=60, description="refresh token lifetime, s")

@@ -119,6 +119,7 @@ class World:
     target_session: str = ""  # one of its live sessions
     deleted: str = ""  # a soft-deleted user of acme, inside the retention window
     spare_key: str = ""  # a live API key of acme, not used as a caller
+    failed_job: int = 0  # a job of acme that failed for good
 
 
 async def build_world(pg: asyncpg.Connection) -> World:
@@ -161,7 +162,20 @@ async def _build_world(pg: asyncpg.Connection) -> World:
     _, world.target_session = await make_session(pg, world.target)
     world.deleted = await make_user(pg, world.acme, deleted_at=now - timedelta(days=1))
     _, world.spare_key = await make_key(pg, world.acme[0])
+    world.failed_job = await make_failed_job(pg, world.acme[0])
     return world
+
+
+async def make_failed_job(pg: asyncpg.Connection, app_id: str) -> int:
+    """A job of the app held as failed, as pgqueuer leaves one (the `jobs` row follows by
+    trigger)."""
+    job_id: int = await pg.fetchval(
+        "INSERT INTO pgqueuer (priority, entrypoint, status, payload, headers) "
+        "VALUES (0, 'test.record', 'queued', '{}', $1::jsonb) RETURNING id",
+        json.dumps({"userkeep_app_id": app_id}),
+    )
+    await pg.execute("UPDATE pgqueuer SET status = 'failed' WHERE id = $1", job_id)
+    return job_id
 
 
 async def audit_rows(pg: asyncpg.Connection, **where: Any) -> list[dict[str, Any]]:

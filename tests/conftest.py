@@ -77,6 +77,8 @@ def make_settings(url: str, **overrides: object) -> Settings:
         # Most tests send many sign-ins from one address; tests/test_rate_limits.py turns
         # the limits on with small numbers.
         "rate_limits": "off",
+        # Job workers run only where a test starts them (tests/test_jobs.py).
+        "jobs_in_serve": False,
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[arg-type,call-arg,unused-ignore]
@@ -116,7 +118,8 @@ async def clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     conn = await asyncpg.connect(**_asyncpg(url))
     try:
         await conn.execute(
-            "TRUNCATE audit_events, sessions, users, api_keys, rate_limits, user_counts"
+            "TRUNCATE audit_events, sessions, users, api_keys, rate_limits, user_counts, "
+            "jobs, pgqueuer, pgqueuer_log, pgqueuer_statistics"
         )
         await conn.execute("DELETE FROM apps WHERE slug <> 'default'")
     finally:

@@ -67,6 +67,10 @@ ROUTES = {
     "list API keys": Route("GET", "/v1/admin/api-keys"),
     "revoke API key": Route("DELETE", "/v1/admin/api-keys/{key}", action="api_key.revoked",
                             special={"api_key": 403, "other_admin": 404}),
+    "list jobs": Route("GET", "/v1/admin/jobs"),
+    "get job": Route("GET", "/v1/admin/jobs/{job}", special=OTHER_404),
+    "retry job": Route("POST", "/v1/admin/jobs/{job}/retry", action="job.retried",
+                       special=OTHER_404),
 }  # fmt: skip
 
 # Callers that never get past authentication, whatever the route.
@@ -87,6 +91,7 @@ def _path(route: Route, world: World) -> str:
         deleted=world.deleted,
         session=world.target_session,
         key=world.spare_key,
+        job=world.failed_job,
     )
 
 

@@ -6,7 +6,7 @@ session or an `ask_` API key; admins and keys of the `default` app reach every a
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.routing import Match
@@ -31,6 +31,9 @@ from app.api.admin_schemas import (
     EnvironmentOut,
     EnvironmentsOut,
     IncludeDeleted,
+    JobOut,
+    JobQuery,
+    JobsOut,
     PasswordIn,
     PurgeIn,
     PurgeOut,
@@ -53,7 +56,7 @@ from app.errors import (
     UsernameTaken,
     ValidationFailed,
 )
-from app.services import admin, admin_auth, api_keys, apps
+from app.services import admin, admin_auth, api_keys, apps, jobs
 from app.services.admin_auth import AdminPrincipal
 
 
@@ -419,6 +422,57 @@ async def list_audit_events(
     """Who did what to whom, when and from where, newest first; filter, and page with
     `cursor`."""
     return await admin.list_audit_events(db, caller, admin.EventQuery(**query.model_dump()))
+
+
+# ---- jobs ----------------------------------------------------------------------------------
+
+JOB_NOT_FOUND = NotFound("job not found")
+BAD_JOB_ID = ValidationFailed("job_id", "Input should be greater than or equal to 1")
+JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="a job's id, as listed")]
+
+
+@router.get(
+    "/jobs",
+    name="jobs.list",
+    summary="List background jobs",
+    response_model=JobsOut,
+    responses=errors(
+        CALLER,
+        ValidationFailed("cursor", "is not a cursor of this list"),
+        APP_NOT_FOUND,
+    ),
+)
+async def list_jobs(query: Annotated[JobQuery, Query()], caller: Admin, db: Db) -> dict[str, Any]:
+    """The app's mail and webhook jobs, newest first: filter by `status` (e.g. `failed`) and
+    `kind`, page with `cursor`. Payloads are not shown, only the keys a kind marks safe."""
+    return await jobs.list_jobs(db, caller, jobs.JobQuery(**query.model_dump()))
+
+
+@router.get(
+    "/jobs/{job_id}",
+    name="jobs.get",
+    summary="Get a background job",
+    response_model=JobOut,
+    responses=errors(CALLER, BAD_JOB_ID, JOB_NOT_FOUND),
+)
+async def get_job(job_id: JobId, caller: Admin, db: Db) -> dict[str, Any]:
+    """One job: its status, attempts and last error."""
+    return await jobs.get_job(db, caller, job_id)
+
+
+@router.post(
+    "/jobs/{job_id}/retry",
+    name="jobs.retry",
+    summary="Retry a failed job",
+    response_model=JobOut,
+    responses=errors(
+        CALLER, BAD_JOB_ID, JOB_NOT_FOUND, Conflict("only a failed job can be retried")
+    ),
+)
+async def retry_job(job_id: JobId, caller: Admin, db: Db, origin: From) -> dict[str, Any]:
+    """Queue a failed job again, with its kind's full number of attempts (audited as
+    `job.retried`)."""
+    return await jobs.retry_job(db, caller, job_id, origin)
 
 
 # ---- apps and environments -----------------------------------------------------------------

@@ -523,3 +523,60 @@ class ApiKeysOut(BaseModel):
     model_config = example({"api_keys": [API_KEY_EXAMPLE]})
 
     api_keys: list[ApiKeyOut] = Field(description="newest first, revoked ones included")
+
+
+# ---- jobs ----------------------------------------------------------------------------------
+
+JOB_EXAMPLE: dict[str, JsonValue] = {
+    "id": 42,
+    "app_id": EXAMPLE_ID[Prefix.APP],
+    "kind": "mail.verify_email",
+    "status": "failed",
+    "attempts": 8,
+    "max_attempts": 8,
+    "last_error": "SMTPConnectError: (421, 'Service not available')",
+    "summary": {},
+    "created_at": "2026-12-06T10:00:00Z",
+    "updated_at": "2026-12-06T12:07:30Z",
+    "started_at": "2026-12-06T12:07:29Z",
+    "finished_at": "2026-12-06T12:07:30Z",
+    "run_after": None,
+}
+
+
+class JobQuery(Strict):
+    app_id: AppRef | None = Field(default=None, description="default: the caller's app")
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"] | None = None
+    kind: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_.]{1,64}$")] | None = Field(
+        default=None, examples=["mail.verify_email"]
+    )
+    limit: int = Field(default=50, ge=1, le=100)
+    cursor: Cursor | None = Field(default=None, description="`next_cursor` of the previous page")
+
+
+class JobOut(BaseModel):
+    model_config = example(JOB_EXAMPLE)
+
+    id: int
+    app_id: str = Field(description="the app of the change that caused the job")
+    kind: str
+    status: Literal["queued", "running", "succeeded", "failed", "canceled"]
+    attempts: int = Field(description="runs started so far (a retry by hand adds more)")
+    max_attempts: int | None = Field(description="runs before the job fails; null: kind unknown")
+    last_error: str | None
+    summary: dict[str, JsonValue] = Field(
+        description="the payload's keys its kind marks safe to show (never a code or a token)"
+    )
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    run_after: datetime | None = Field(description="when a queued job runs (next)")
+
+
+class JobsOut(BaseModel):
+    model_config = example({"jobs": [JOB_EXAMPLE], "limit": 50, "next_cursor": None})
+
+    jobs: list[JobOut] = Field(description="newest first")
+    limit: int
+    next_cursor: str | None
