@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,12 +32,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 import asyncpg
 
 from app import db as database
 from app.embedded import EmbeddedPostgres
+from tools.processes import exit_on_sigterm, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "fuzz" / "schemathesis.toml"
@@ -70,18 +69,6 @@ class Outcome:
     cases: int
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    # Turn SIGTERM (a CI timeout, `kill`) into an exception so the `finally` blocks clean up.
-    raise SystemExit(128 + signum)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def _execute(url: str, statement: str) -> None:
     conn = await asyncpg.connect(**database._asyncpg_args(url))
     try:
@@ -108,7 +95,7 @@ def embedded_database(tmp: Path) -> Iterator[str]:
 @contextmanager
 def live_server(url: str, log_path: Path) -> Iterator[str]:
     """uvicorn serving create_app() on a free loopback port; the base URL."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": url,
@@ -238,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--only", action="append", choices=[p.name for p in PHASES], help="run only these callers"
     )
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
 
     phases = [p for p in PHASES if not args.only or p.name in args.only]
     started = time.monotonic()

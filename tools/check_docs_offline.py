@@ -28,7 +28,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,6 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import asyncpg
@@ -48,20 +46,9 @@ from app import db as database
 from app.embedded import EmbeddedPostgres
 from tools.cdp import CHROMIUM, SITE, chromium
 from tools.docs_checks import check_pages
+from tools.processes import exit_on_sigterm, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM (a CI timeout, `kill`) as an exception, so the `finally` blocks clean up.
-    raise SystemExit(128 + signum)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def _execute(url: str, statement: str) -> None:
@@ -101,7 +88,7 @@ def throwaway_database() -> Iterator[str]:
 def app_server(url: str, log_path: Path) -> Iterator[str]:
     """`python -m app serve` on `url` (it migrates first) on a free loopback port, its JSON log
     in `log_path`; its base URL. Stopped with SIGINT, as Ctrl-C would, killed if that fails."""
-    port = _free_port()
+    port = free_port()
     dropped = {"TEST_DATABASE_URL", "REDIS_URL", "TRUSTED_PROXIES", "USERKEEP_ADMIN_PASSWORD"}
     env = {key: value for key, value in os.environ.items() if key not in dropped}
     env.update(DATABASE_URL=url, HOST="127.0.0.1", PORT=str(port), LOG_LEVEL="info")
@@ -158,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.screenshots:
         args.screenshots.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="userkeep-docs-log-") as tmp:
         log_path = Path(tmp) / "server.log"

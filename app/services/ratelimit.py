@@ -30,9 +30,6 @@ class Store(Protocol):
     async def incr(self, key: str, window: int, now: float) -> int:
         """Count one event for `key` in the window holding `now`; the count so far."""
 
-    async def peek(self, key: str, window: int, now: float) -> int:
-        """The count in the current window, without counting."""
-
     async def decr(self, key: str, window: int, now: float) -> None:
         """Take back one event counted in the window holding `now` (never below zero)."""
 
@@ -77,16 +74,6 @@ class PostgresStore:
             ).scalar_one()
             await self._prune_now_and_then(conn, now)
         return int(count)
-
-    async def peek(self, key: str, window: int, now: float) -> int:
-        async with self.engine.connect() as conn:
-            count = (
-                await conn.execute(
-                    text("SELECT count FROM rate_limits WHERE key = :k AND window_start = :w"),
-                    {"k": key, "w": window_start(window, now)},
-                )
-            ).scalar_one_or_none()
-        return int(count or 0)
 
     async def decr(self, key: str, window: int, now: float) -> None:
         async with self.engine.begin() as conn:
@@ -158,15 +145,6 @@ class RedisStore:
         except RedisError as exc:
             raise ServiceUnavailable("rate-limit store unavailable") from exc
         return int(count)
-
-    async def peek(self, key: str, window: int, now: float) -> int:
-        from redis.exceptions import RedisError
-
-        try:
-            value = await self.redis.get(self._key(key, window, now))
-        except RedisError as exc:
-            raise ServiceUnavailable("rate-limit store unavailable") from exc
-        return int(value or 0)
 
     # DECR alone would bring an expired key back as -1 with no expiry.
     _DECR_EXISTING = (
