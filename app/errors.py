@@ -104,6 +104,22 @@ class UserBanned(ApiError):
         return cls(datetime(2025, 2, 14, 9, 30, tzinfo=UTC))
 
 
+class EmailNotVerified(ApiError):
+    status, type, message = 403, "email_not_verified", "e-mail address is not verified"
+    description = (
+        "the app requires a verified e-mail address before sign-in; the verification mail "
+        "was sent at sign-up (POST /v1/auth/verify-email/send sends another)"
+    )
+
+
+class InvalidCode(ApiError):
+    status, type, message = 400, "invalid_code", "the code or link is invalid or has expired"
+    description = (
+        "a wrong, used or expired code or link token (the same answer for each); a code dies "
+        "after 5 wrong tries, and only the newest one sent works"
+    )
+
+
 class Forbidden(ApiError):
     status, type, message = 403, "forbidden", "forbidden"
     description = "the caller is known but may not do this"

@@ -38,6 +38,10 @@ class App(SQLModel, table=True):
     slug: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
     name: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = _ts(nullable=False, default_now=True)
+    # NULL = the service-wide setting (MAIL_FROM, PUBLIC_URL, REQUIRE_EMAIL_VERIFICATION).
+    mail_from: str | None = Field(default=None, sa_column=Column(Text))
+    link_base_url: str | None = Field(default=None, sa_column=Column(Text))
+    require_email_verification: bool | None = Field(default=None, sa_column=Column(Boolean))
 
 
 class Environment(SQLModel, table=True):
@@ -192,6 +196,31 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = _ts()
     # The admin user or API key that made it; no foreign key, like the audit trail.
     created_by: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class EmailCode(SQLModel, table=True):
+    """The one live code and link of a (user, purpose): verify_email, reset_password or
+    change_email (migration 0010). Both secrets are stored only as SHA-256; `email` is the
+    address they were sent to, `new_email` the one an e-mail change moves to."""
+
+    __tablename__ = "email_codes"
+    __table_args__ = (
+        Index("uq_email_codes_user_purpose", "user_id", "purpose", unique=True),
+        Index("uq_email_codes_token", "token_hash", unique=True),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(
+        sa_column=Column(Text, ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    )
+    purpose: str = Field(sa_column=Column(String(16), nullable=False))
+    email: str = Field(sa_column=Column(Text, nullable=False))
+    new_email: str | None = Field(default=None, sa_column=Column(Text))
+    code_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    token_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    created_at: datetime = _ts(nullable=False)
+    expires_at: datetime = _ts(nullable=False)
 
 
 # Indexes of migration 0002 behind the admin user list: trigram GIN indexes for the partial

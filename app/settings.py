@@ -73,6 +73,11 @@ class Settings(BaseSettings):
         ge=60,
         description="absolute lifetime of a sign-in, seconds: refreshing never goes past it",
     )
+    require_email_verification: bool = Field(
+        default=False,
+        description="sign-in and refresh need a verified e-mail address; an app's own "
+        "require_email_verification, when set, wins over this",
+    )
     password_min_length: int = Field(default=8, ge=8, le=128)
     password_max_length: int = 128
     retention_days: int = Field(default=30, ge=0)
@@ -164,6 +169,19 @@ class Settings(BaseSettings):
     rate_limit_refresh_ip: str = Field(default="60/60,1000/3600", description="refreshes per IP")
     rate_limit_admin_ip: str = Field(default="600/60", description="admin calls per IP")
     rate_limit_faroe_ip: str = Field(default="3000/60", description="Faroe actions per IP")
+    rate_limit_mail_ip: str = Field(
+        default="10/60,100/3600",
+        description="requests that send a mail (verify-email/send, forgot-password, "
+        "change-email) per IP",
+    )
+    rate_limit_mail_address: str = Field(
+        default="5/3600", description="mails asked for one address, known or not"
+    )
+    rate_limit_code_ip: str = Field(
+        default="30/60,300/3600",
+        description="codes and link tokens presented (verify-email, reset-password, "
+        "change-email/confirm) per IP",
+    )
 
     @field_validator(
         "rate_limit_signin_ip",
@@ -172,6 +190,9 @@ class Settings(BaseSettings):
         "rate_limit_refresh_ip",
         "rate_limit_admin_ip",
         "rate_limit_faroe_ip",
+        "rate_limit_mail_ip",
+        "rate_limit_mail_address",
+        "rate_limit_code_ip",
     )
     @classmethod
     def _limit_spec(cls, value: str) -> str:

@@ -118,7 +118,7 @@ async def clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     conn = await asyncpg.connect(**_asyncpg(url))
     try:
         await conn.execute(
-            "TRUNCATE audit_events, sessions, users, api_keys, rate_limits, user_counts, "
+            "TRUNCATE audit_events, email_codes, sessions, users, api_keys, rate_limits, user_counts, "
             "jobs, pgqueuer, pgqueuer_log, pgqueuer_statistics"
         )
         await conn.execute("DELETE FROM apps WHERE slug <> 'default'")

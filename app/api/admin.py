@@ -22,6 +22,7 @@ from app.api.admin_schemas import (
     ApiKeyIn,
     ApiKeysOut,
     AppIn,
+    AppPatch,
     AppOut,
     AppsOut,
     AuditEventsOut,
@@ -56,7 +57,7 @@ from app.errors import (
     UsernameTaken,
     ValidationFailed,
 )
-from app.services import admin, admin_auth, api_keys, apps, jobs
+from app.services import admin, admin_auth, api_keys, apps, email_flows, jobs
 from app.services.admin_auth import AdminPrincipal
 
 
@@ -316,6 +317,44 @@ async def ban_user(
 
 
 @router.post(
+    "/users/{user_id}/send-verification",
+    name="users.send_verification",
+    summary="Send the user the e-mail verification mail",
+    status_code=202,
+    response_model=StatusOut,
+    responses=errors(
+        CALLER,
+        BAD_USER_ID,
+        USER_NOT_FOUND,
+        Conflict("the user's e-mail address is already verified"),
+    )
+    | answer({"status": "sent"}, 202),
+)
+async def send_verification(
+    user_id: UserId, caller: Admin, db: Db, origin: From
+) -> dict[str, str]:
+    """Queue a verification mail (a new code and link) to the user's address."""
+    await email_flows.admin_send(db, origin, caller, user_id, email_flows.Mail.VERIFY)
+    return {"status": "sent"}
+
+
+@router.post(
+    "/users/{user_id}/send-password-reset",
+    name="users.send_password_reset",
+    summary="Send the user a password reset mail",
+    status_code=202,
+    response_model=StatusOut,
+    responses=errors(CALLER, BAD_USER_ID, USER_NOT_FOUND) | answer({"status": "sent"}, 202),
+)
+async def send_password_reset(
+    user_id: UserId, caller: Admin, db: Db, origin: From
+) -> dict[str, str]:
+    """Queue a password reset mail (a new code and link) to the user's address."""
+    await email_flows.admin_send(db, origin, caller, user_id, email_flows.Mail.RESET)
+    return {"status": "sent"}
+
+
+@router.post(
     "/users/{user_id}/unban",
     name="users.unban",
     summary="Lift a user's ban",
@@ -510,7 +549,28 @@ async def list_apps(caller: Admin, db: Db) -> dict[str, Any]:
 async def create_app(body: AppIn, caller: Admin, db: Db, origin: From) -> dict[str, Any]:
     """Create an app with its default `production` environment. Only for admins and API keys
     of the default app."""
-    return await apps.create_app(db, origin, caller, body.slug, body.name)
+    return await apps.create_app(db, origin, caller, body.slug, body.name, body.mail_settings())
+
+
+@router.patch(
+    "/apps/{app_id}",
+    name="apps.update",
+    summary="Change an app's name or mail settings",
+    response_model=AppOut,
+    responses=errors(
+        CALLER,
+        JSON_BODY,
+        BAD_APP_ID,
+        APP_NOT_FOUND,
+        ValidationFailed("link_base_url", "must be an http(s) URL, e.g. https://app.example.com"),
+    ),
+)
+async def update_app(
+    app_id: AppRef, body: AppPatch, caller: Admin, db: Db, origin: From
+) -> dict[str, Any]:
+    """Change the name, `mail_from`, `link_base_url` or `require_email_verification` of an app
+    the caller may act on; absent fields stay, `null` returns a setting to the service's."""
+    return await apps.update_app(db, origin, caller, app_id, body.changes())
 
 
 @router.get(

@@ -398,13 +398,67 @@ class AuditEventsOut(BaseModel):
 # ---- apps and environments -----------------------------------------------------------------
 
 
-class AppIn(Strict):
+MailFrom = Annotated[
+    str,
+    StringConstraints(max_length=320),
+    AfterValidator(apps.clean_mail_from),
+    Keywords(
+        pattern=NO_NUL,
+        examples=["Acme <no-reply@acme.com>"],
+        description="the From: of the app's mails; null = MAIL_FROM",
+    ),
+]
+LinkBaseUrl = Annotated[
+    str,
+    StringConstraints(max_length=2048),
+    AfterValidator(apps.clean_link_base_url),
+    Keywords(
+        pattern=f"^[{SPACE}]*https?://[^\\u0000]*$",
+        examples=["https://acme.com/account"],
+        description="where the links of the app's mails point (…/verify-email?token=…, "
+        "…/reset-password?token=…, …/confirm-email-change?token=…); null = PUBLIC_URL",
+    ),
+]
+
+
+class AppMail(Strict):
+    mail_from: MailFrom | None = None
+    link_base_url: LinkBaseUrl | None = None
+    require_email_verification: StrictBool | None = Field(
+        default=None,
+        description="sign-in needs a verified address; null = REQUIRE_EMAIL_VERIFICATION",
+    )
+
+    def mail_settings(self) -> dict[str, Any]:
+        return {field: getattr(self, field) for field in apps.MAIL_SETTINGS}
+
+
+class AppIn(AppMail):
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"slug": "acme", "name": "Acme Inc."}]}
     )
 
     slug: Slug
     name: Label
+
+
+class AppPatch(AppMail):
+    """Absent fields stay unchanged; `null` returns a mail setting to the service's."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"mail_from": "Acme <no-reply@acme.com>", "require_email_verification": True}
+            ]
+        },
+    )
+
+    # Not nullable: an app always has a name (the default is never validated, only absent).
+    name: Label = None  # type: ignore[assignment]
+
+    def changes(self) -> dict[str, Any]:
+        return {field: getattr(self, field) for field in self.model_fields_set}
 
 
 class EnvironmentIn(Strict):
@@ -432,6 +486,9 @@ APP_EXAMPLE: dict[str, JsonValue] = {
     "id": EXAMPLE_ID[Prefix.APP],
     "slug": "acme",
     "name": "Acme Inc.",
+    "mail_from": "Acme <no-reply@acme.com>",
+    "link_base_url": "https://acme.com/account",
+    "require_email_verification": True,
     "created_at": ENVIRONMENT_EXAMPLE["created_at"],
     "environments": [ENVIRONMENT_EXAMPLE],
 }
@@ -460,6 +517,9 @@ class AppOut(BaseModel):
     id: str
     slug: str
     name: str
+    mail_from: str | None
+    link_base_url: str | None
+    require_email_verification: bool | None
     created_at: datetime
     environments: list[EnvironmentOut]
 

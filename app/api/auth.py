@@ -15,6 +15,7 @@ from app.api.deps import (
     Tenant,
     rate_limit,
 )
+from app.api.email_schemas import SignupOut
 from app.api.openapi import JSON_BODY, SESSION, TENANT, answer, errors
 from app.api.schemas import (
     ChangePasswordIn,
@@ -32,6 +33,7 @@ from app.api.schemas import (
 from app.errors import (
     AuthenticationRequired,
     DatabaseUnavailable,
+    EmailNotVerified,
     EmailTaken,
     HashingOverloaded,
     InvalidCredentials,
@@ -53,7 +55,7 @@ router = APIRouter(prefix="/v1/auth", tags=["auth"])
     summary="Sign up",
     dependencies=[HashAdmission, Depends(rate_limit("signup"))],
     status_code=201,
-    response_model=TokensOut,
+    response_model=SignupOut,
     responses=errors(
         JSON_BODY,
         ValidationFailed.example(),
@@ -74,8 +76,9 @@ async def signup(
     origin: From,
     tenant: Tenant,
 ) -> dict[str, Any]:
-    """Create an account and a first session. E-mail and username are unique per app
-    environment, case-insensitively."""
+    """Create an account and a first session, and send the verification mail. E-mail and
+    username are unique per app environment, case-insensitively. Where the app requires a
+    verified address, the answer is the user alone: the session comes with verification."""
     fields = {**tenant, **body.model_dump(exclude_unset=True)}
     return await auth.signup(db, hasher, settings, origin, fields)
 
@@ -92,6 +95,7 @@ async def signup(
         TENANT,
         InvalidCredentials,
         UserBanned,
+        EmailNotVerified,
         RateLimited,
         HashingOverloaded,
         DatabaseUnavailable,
@@ -126,6 +130,7 @@ async def signin(
         SessionExpired("refresh token expired or revoked"),
         SessionExpired("refresh token was already used; every session of it is revoked"),
         UserBanned,
+        EmailNotVerified,
         RateLimited,
         DatabaseUnavailable,
     ),

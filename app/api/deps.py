@@ -105,10 +105,22 @@ async def get_principal(
     return principal
 
 
+async def get_optional_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal | None:
+    """The caller of a route that also serves signed-out callers: None without a bearer
+    token; a token that is sent must be valid (401 otherwise)."""
+    if credentials is None:
+        return None
+    return await get_principal(request, credentials)
+
+
 Db = Annotated[AsyncSession, Depends(get_db)]
 Config = Annotated[Settings, Depends(get_settings)]
 Hasher = Annotated[PasswordHasher, Depends(get_hasher)]
 From = Annotated[Origin, Depends(get_origin)]
 Caller = Annotated[Principal, Depends(get_principal)]
+MaybeCaller = Annotated[Principal | None, Depends(get_optional_principal)]
 Tenant = Annotated[dict[str, str], Depends(get_tenant_headers)]
 Limits = Annotated[Rules, Depends(get_rules)]

@@ -1,8 +1,11 @@
 """Apps (tenants) and their environments, as the admin API manages them."""
 
+import email.utils
 import re
+import urllib.parse
 from typing import Any
 
+from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
@@ -27,11 +30,43 @@ def clean_slug(value: str) -> str:
     return value
 
 
+def clean_mail_from(value: str) -> str:
+    """`Name <address>` or a bare address, as a From: header takes it."""
+    value = value.strip()
+    name, address = email.utils.parseaddr(value)
+    if not address or "\n" in value or "\r" in value:
+        raise ValueError("must be an address, or a name and an address: Acme <no-reply@acme.com>")
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"is not a valid address ({exc})") from None
+    return value
+
+
+def clean_link_base_url(value: str) -> str:
+    """The base of the links in mails: an http(s) URL without query or fragment."""
+    value = value.strip().rstrip("/")
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError("must be an http(s) URL, e.g. https://app.example.com/account")
+    if parsed.query or parsed.fragment:
+        raise ValueError("must not have a query or a fragment")
+    return value
+
+
+# The mail settings an app may carry; None = the service's (MAIL_FROM, PUBLIC_URL,
+# REQUIRE_EMAIL_VERIFICATION).
+MAIL_SETTINGS = ("mail_from", "link_base_url", "require_email_verification")
+
+
 def app_view(app: App, environments: list[Environment]) -> dict[str, Any]:
     return {
         "id": app.id,
         "slug": app.slug,
         "name": app.name,
+        "mail_from": app.mail_from,
+        "link_base_url": app.link_base_url,
+        "require_email_verification": app.require_email_verification,
         "created_at": app.created_at,
         "environments": [env_view(env) for env in environments],
     }
@@ -72,7 +107,12 @@ async def list_apps(db: AsyncSession, principal: AdminPrincipal) -> list[dict[st
 
 
 async def create_app(
-    db: AsyncSession, origin: Origin, principal: AdminPrincipal, slug: str, name: str
+    db: AsyncSession,
+    origin: Origin,
+    principal: AdminPrincipal,
+    slug: str,
+    name: str,
+    mail: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A new app and its default `production` environment, in one transaction. Only callers
     of the default app may create apps."""
@@ -81,7 +121,7 @@ async def create_app(
     try:
         async with db.begin():
             now = clock.now()
-            app = App(id=new_id(Prefix.APP), slug=slug, name=name, created_at=now)
+            app = App(id=new_id(Prefix.APP), slug=slug, name=name, created_at=now, **(mail or {}))
             env = Environment(
                 id=new_id(Prefix.ENV),
                 app_id=app.id,
@@ -107,6 +147,34 @@ async def create_app(
     except IntegrityError:
         raise Conflict(f"an app with slug {slug!r} already exists") from None
     return app_view(app, [env])
+
+
+async def update_app(
+    db: AsyncSession,
+    origin: Origin,
+    principal: AdminPrincipal,
+    app_ref: str,
+    changes: dict[str, Any],
+) -> dict[str, Any]:
+    """Change an app's name or mail settings (absent = unchanged, null = the service's)."""
+    async with db.begin():
+        app = await admin_auth.resolve_app(db, principal, app_ref)
+        app = (
+            await db.execute(select(App).where(col(App.id) == app.id).with_for_update())
+        ).scalar_one()
+        for field, value in changes.items():
+            setattr(app, field, value)
+        audit.record(
+            db,
+            "app.updated",
+            origin=origin,
+            app_id=app.id,
+            actor_type=principal.actor_type,
+            actor_id=principal.actor_id,
+            metadata={"fields": sorted(changes)},
+        )
+        environments = await _environments(db, [app.id])
+    return app_view(app, environments[app.id])
 
 
 async def list_environments(

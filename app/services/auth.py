@@ -9,11 +9,16 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import clock
 from app.db import retrying
-from app.errors import AuthenticationRequired, InvalidCredentials, SessionExpired
+from app.errors import (
+    AuthenticationRequired,
+    EmailNotVerified,
+    InvalidCredentials,
+    SessionExpired,
+)
 from app.models import AuditEvent, Environment, Session, User
 from app.security import tokens
 from app.security.passwords import PasswordHasher, check_policy
-from app.services import api_keys, audit, sessions, tenancy, users
+from app.services import api_keys, audit, email_flows, sessions, tenancy, users
 from app.services.audit import Origin
 from app.services.ratelimit import Rules
 from app.services.sessions import Principal
@@ -44,8 +49,14 @@ async def signup(
             password_hash=password_hash,
             profile=fields,
         )
-        issued = sessions.issue(db, user, settings, origin)
         audit.by_user(db, "user.signup", origin, user)
+        await email_flows.on_signup(db, user, origin)
+        if not user.email_verified and await email_flows.verification_required(
+            db, settings, user.app_id
+        ):
+            # No session until the address is proven (the mail was just enqueued).
+            return {"user": users.view(user)}
+        issued = sessions.issue(db, user, settings, origin)
     return sessions.token_response(user, issued)
 
 
@@ -114,6 +125,13 @@ async def signin(
         async with db.begin():
             _record_failed_signin(db, origin, env, user, identifier, "banned")
         users.ensure_not_banned(user)
+    try:
+        async with db.begin():
+            await email_flows.ensure_may_sign_in(db, settings, user)
+    except EmailNotVerified:
+        async with db.begin():
+            _record_failed_signin(db, origin, env, user, identifier, "email_not_verified")
+        raise
     async with db.begin():
         if upgraded is not None:
             user = await users.lock(db, user.id)
@@ -176,6 +194,7 @@ async def refresh(
         if user.deleted_at is not None:
             raise SessionExpired("refresh token expired or revoked")
         users.ensure_not_banned(user, now)
+        await email_flows.ensure_may_sign_in(db, settings, user)
         session.revoked_at = now
         session.revoked_reason = "rotated"
         issued = sessions.issue(db, user, settings, origin, rotated=session)

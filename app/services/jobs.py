@@ -123,9 +123,16 @@ def job_kind(
     return register
 
 
+# The modules whose import registers the service's own kinds (named, not imported: they import
+# this module).
+BUILTIN_KIND_MODULES = ("app.services.email_flows",)
+
+
 def load_kind_modules(names: str) -> None:
-    """Import the modules of JOBS_MODULES, whose import registers their kinds."""
-    for name in filter(None, (part.strip() for part in names.split(","))):
+    """Import the built-in kind modules and those of JOBS_MODULES (`names`), whose import
+    registers their kinds."""
+    extra = (part.strip() for part in names.split(","))
+    for name in filter(None, (*BUILTIN_KIND_MODULES, *extra)):
         importlib.import_module(name)
 
 

@@ -222,11 +222,19 @@ class Rules:
             "refresh": parse_limits(settings.rate_limit_refresh_ip),
             "admin": parse_limits(settings.rate_limit_admin_ip),
             "faroe": parse_limits(settings.rate_limit_faroe_ip),
+            "mail": parse_limits(settings.rate_limit_mail_ip),
+            "code": parse_limits(settings.rate_limit_code_ip),
         }
         self.account_failures = parse_limits(settings.rate_limit_account_failures)
+        self.mail_address = parse_limits(settings.rate_limit_mail_address)
 
     async def per_ip(self, rule: str, ip: str | None) -> None:
         await self.limiter.hit(f"{rule}:ip:{ip or '-'}", *self.by_name[rule])
+
+    async def mail_to(self, env_id: str, address: str) -> None:
+        """One mail asked for `address` in the environment, whether or not an account has it:
+        the same count, and the same 429, for both."""
+        await self.limiter.hit(f"mail:addr:{env_id}:{address.lower()}", *self.mail_address)
 
     @asynccontextmanager
     async def password_attempt(self, account: str) -> AsyncIterator[PasswordAttempt]:
