@@ -1,9 +1,14 @@
 """Every knob of the service, read from environment variables (see the README's settings table)."""
 
+import email.policy
 import ipaddress
+import ssl
+from dataclasses import dataclass
+from email.headerregistry import Address
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,6 +69,39 @@ class Settings(BaseSettings):
         default="",
         description="comma-separated modules imported by workers to register extra job kinds "
         "(the tests' kinds: tests.job_kinds)",
+    )
+    # Mail (app/services/mail.py). Without MAIL_URL each message is written as an .eml file
+    # under DATA_DIR/mail/, so development needs no SMTP server.
+    mail_url: SecretStr | None = Field(
+        default=None,
+        description="smtp://[user:password@]host[:port] (STARTTLS; port 587 by default) or "
+        "smtps://[user:password@]host[:port] (implicit TLS; 465); unset or empty = the file "
+        "mailer (DATA_DIR/mail/*.eml)",
+    )
+    mail_from: str = Field(
+        default="Userkeep <no-reply@localhost>",
+        description="From: of the mails (an app's own mail_from wins), e.g. "
+        "'Example <no-reply@example.com>'",
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="http(s) base of the links in mails (an app's own link_base_url wins)",
+    )
+    mail_templates: Path | None = Field(
+        default=None,
+        description="directory of operator templates: a file there replaces the built-in "
+        "template of the same name (app/mail_templates/); unset = the built-in ones",
+    )
+    mail_tls_ca_file: Path | None = Field(
+        default=None,
+        description="PEM bundle of extra CAs trusted for the SMTP server's certificate (a "
+        "private CA), besides the system's; certificates are always verified",
+    )
+    mail_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="seconds each step of an SMTP delivery (connect, TLS, a command) may take",
     )
 
     session_ttl: int = Field(default=3600, ge=60, description="session token lifetime, seconds")
@@ -215,6 +253,59 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("mail_url")
+    @classmethod
+    def _mail_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        parse_mail_url(value.get_secret_value())  # a typo stops the start-up
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from(cls, value: str) -> str:
+        return check_mail_from(value)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.query or parts.fragment:
+            raise ValueError("must have no ?query or #fragment (links are built on it)")
+        # Links are built as f"{public_url}/path": one slash between, however it was written.
+        return value.strip().rstrip("/")
+
+    @field_validator("mail_templates", "mail_tls_ca_file", mode="before")
+    @classmethod
+    def _empty_path(cls, value: object) -> object:
+        # Empty is how env files leave a variable unset; Path("") would mean the current
+        # directory.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("mail_templates")
+    @classmethod
+    def _mail_templates(cls, value: Path | None) -> Path | None:
+        # A mistyped directory would silently fall back to the built-in templates.
+        if value is not None and not value.is_dir():
+            raise ValueError("must be an existing directory")
+        return value
+
+    @field_validator("mail_tls_ca_file")
+    @classmethod
+    def _mail_tls_ca_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        # Loaded once here so a wrong file stops the start-up, not the first mail hours later.
+        try:
+            ssl.create_default_context(cafile=str(value))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"cannot load it as a PEM CA bundle: {exc}") from None
+        return value
+
     @model_validator(mode="after")
     def _argon2_within_bounds(self) -> "Settings":
         # The service must be able to verify its own hashes.
@@ -242,6 +333,99 @@ class Settings(BaseSettings):
     def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         parts = [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
         return [ipaddress.ip_network(p, strict=False) for p in parts]
+
+
+@dataclass(frozen=True)
+class MailUrl:
+    """MAIL_URL taken apart. `tls`: "implicit" (smtps://, TLS from the first byte),
+    "required" (STARTTLS or no delivery: credentials are given, or port 587), "opportunistic"
+    (STARTTLS when the server offers it, plain otherwise: a local relay or a test server).
+    Whenever TLS is used the certificate is verified."""
+
+    scheme: Literal["smtp", "smtps"]
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    tls: Literal["implicit", "required", "opportunistic"]
+
+    def describe(self) -> str:
+        """For logs and error messages: never the credentials."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        mode = {
+            "implicit": "implicit TLS",
+            "required": "STARTTLS required",
+            "opportunistic": "STARTTLS if offered",
+        }[self.tls]
+        auth = ", AUTH" if self.username is not None else ""
+        return f"{self.scheme}://{host}:{self.port} ({mode}{auth})"
+
+
+def parse_mail_url(url: str) -> MailUrl:
+    """MAIL_URL's syntax. Errors never quote the URL: it may hold a password."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        raise ValueError("is not a valid URL (check the port)") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("smtp", "smtps"):
+        raise ValueError("must start with smtp:// (STARTTLS) or smtps:// (implicit TLS)")
+    if not parts.hostname:
+        raise ValueError("must name a host: smtp://host[:port]")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("must be only smtp(s)://[user:password@]host[:port]")
+    # Mail submission (RFC 6409, RFC 8314): 587 with STARTTLS, 465 with TLS from the start.
+    if port is None:
+        port = 465 if scheme == "smtps" else 587
+    # Percent-encoding lets a password hold '@', ':' or '/'.
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if password is not None and username is None:
+        raise ValueError("has a password but no user name")
+    tls: Literal["implicit", "required", "opportunistic"]
+    if scheme == "smtps":
+        tls = "implicit"
+    elif username is not None or port == 587:
+        # Credentials never cross the network in clear, and port 587 is submission: both
+        # refuse a server that does not offer STARTTLS.
+        tls = "required"
+    else:
+        tls = "opportunistic"
+    return MailUrl(scheme, parts.hostname, port, username, password, tls)  # type: ignore[arg-type]
+
+
+def sender_address(value: str) -> Address:
+    """The one address of a From: value ("Name <a@b.example>" or "a@b.example"); ValueError
+    when it is not exactly one. MAIL_FROM, an app's mail_from, and the SMTP envelope use it."""
+    problem = "must be one address, e.g. 'Userkeep <no-reply@example.com>'"
+    if "\r" in value or "\n" in value:
+        raise ValueError("must be one line")
+    try:
+        header = email.policy.default.header_factory("From", value.strip())
+    except Exception:  # the stdlib parser can fail with IndexError as well as its own errors
+        raise ValueError(problem) from None
+    addresses: tuple[Address, ...] = getattr(header, "addresses", ())
+    if header.defects or len(addresses) != 1:
+        raise ValueError(problem)
+    address = addresses[0]
+    if not address.username or not address.domain or " " in address.addr_spec:
+        raise ValueError(problem)
+    return address
+
+
+def check_mail_from(value: str) -> str:
+    """MAIL_FROM (or an app's mail_from) checked: returned stripped, or ValueError."""
+    sender_address(value)
+    return value.strip()
+
+
+def mail_transport_description(settings: Settings) -> str:
+    """Where mail goes, for a start-up log line: "file mailer: .data/mail" or
+    "smtp://mail.example.com:587 (STARTTLS required, AUTH)". Never the credentials."""
+    if settings.mail_url is None:
+        return f"file mailer: {settings.data_dir / 'mail'}"
+    return parse_mail_url(settings.mail_url.get_secret_value()).describe()
 
 
 def unsafe_modes(settings: Settings) -> list[str]:

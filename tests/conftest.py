@@ -23,6 +23,9 @@ from app.embedded import EmbeddedPostgres
 from app.main import create_app
 from app.settings import Settings
 
+# The SMTP server fixtures (smtp_server, tls_files) for the mailer's and the mail flows' tests.
+pytest_plugins = ["tests.smtp_support"]
+
 
 def _asyncpg(url: str, dbname: str | None = None) -> dict[str, object]:
     return database._asyncpg_args(url, database=dbname)
@@ -79,6 +82,8 @@ def make_settings(url: str, **overrides: object) -> Settings:
         "rate_limits": "off",
         # Job workers run only where a test starts them (tests/test_jobs.py).
         "jobs_in_serve": False,
+        # The file mailer, whatever MAIL_URL the developer's shell has: tests send no real mail.
+        "mail_url": None,
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[arg-type,call-arg,unused-ignore]
