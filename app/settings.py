@@ -269,13 +269,7 @@ class Settings(BaseSettings):
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str) -> str:
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        if parts.query or parts.fragment:
-            raise ValueError("must have no ?query or #fragment (links are built on it)")
-        # Links are built as f"{public_url}/path": one slash between, however it was written.
-        return value.strip().rstrip("/")
+        return check_link_base(value)
 
     @field_validator("mail_templates", "mail_tls_ca_file", mode="before")
     @classmethod
@@ -418,6 +412,18 @@ def check_mail_from(value: str) -> str:
     """MAIL_FROM (or an app's mail_from) checked: returned stripped, or ValueError."""
     sender_address(value)
     return value.strip()
+
+
+def check_link_base(value: str) -> str:
+    """PUBLIC_URL (or an app's link_base_url): the base of the links in mails, checked and
+    returned without a trailing slash, or ValueError."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if parts.query or parts.fragment:
+        raise ValueError("must have no ?query or #fragment (links are built on it)")
+    # Links are built as f"{base}/path": one slash between, however it was written.
+    return value.strip().rstrip("/")
 
 
 def mail_transport_description(settings: Settings) -> str:

@@ -123,9 +123,13 @@ async def clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     conn = await asyncpg.connect(**_asyncpg(url))
     try:
         await conn.execute(
-            "TRUNCATE audit_events, email_codes, sessions, users, api_keys, rate_limits, user_counts, "
-            "jobs, pgqueuer, pgqueuer_log, pgqueuer_statistics"
+            "TRUNCATE audit_events, email_codes, sessions, users, api_keys, rate_limits, "
+            "user_counts, jobs, pgqueuer, pgqueuer_log, pgqueuer_statistics"
         )
         await conn.execute("DELETE FROM apps WHERE slug <> 'default'")
+        await conn.execute(
+            "UPDATE apps SET mail_from = NULL, link_base_url = NULL, "
+            "require_email_verification = NULL"
+        )
     finally:
         await conn.close()

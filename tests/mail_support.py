@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy import text
@@ -67,11 +66,12 @@ class Mail:
 class Postbox:
     """What the SMTP server received, read as a person would."""
 
-    server: SmtpServer
+    server: SmtpServer | None  # None while SMTP is down
     worker: jobs.Worker
 
     def mails(self, to: str | None = None) -> list[Mail]:
-        found = [Mail.of(message) for message in self.server.messages]
+        messages = self.server.messages if self.server is not None else []
+        found = [Mail.of(message) for message in messages]
         return [mail for mail in found if to is None or mail.to == to]
 
     async def next_to(self, address: str, seen: int = 0, seconds: float = 20) -> Mail:
@@ -105,14 +105,14 @@ class Postbox:
 
 @asynccontextmanager
 async def postbox(
-    app: FastAPI, database_url: str, server: SmtpServer, **settings: Any
+    app: FastAPI, database_url: str, server: SmtpServer | None, port: int | None = None
 ) -> AsyncIterator[Postbox]:
-    """A worker sending this app's mails to `server`."""
+    """A worker sending this app's mails to `server` (or to `port`, where nothing listens
+    until the test starts a server there)."""
     worker_settings = make_settings(
         database_url,
-        mail_url=f"smtp://127.0.0.1:{server.port}",
+        mail_url=f"smtp://127.0.0.1:{server.port if server else port}",
         jobs_poll_interval=0.1,
-        **settings,
     )
     worker = jobs.Worker(worker_settings, database_url, app.state.sessions, concurrency=4)
     worker.start()

@@ -21,6 +21,9 @@ def process_env(**extra: str) -> dict[str, str]:
     """This environment without the settings a test must choose itself, plus `extra`."""
     dropped = {"DATABASE_URL", "TEST_DATABASE_URL", "USERKEEP_ADMIN_PASSWORD", "TRUSTED_PROXIES"}
     env = {k: v for k, v in os.environ.items() if k not in dropped}
+    # A server on the suite's database must not run its jobs (the mails of other tests' sign-ups)
+    # beside the tests' own workers: the test that wants it says so.
+    env["JOBS_IN_SERVE"] = "false"
     env.update(extra)
     return env
 

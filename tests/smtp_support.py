@@ -205,8 +205,9 @@ class SmtpServer:
         auth: tuple[str, str] | None = None,
         auth_require_tls: bool = True,
         reject: set[str] | frozenset[str] = frozenset(),
+        port: int | None = None,
     ) -> None:
-        self.port = free_port()
+        self.port = port or free_port()
         self.tls = tls
         self.implicit_tls = implicit_tls
         self.auth = auth

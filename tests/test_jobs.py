@@ -317,6 +317,7 @@ async def test_serve_runs_jobs_by_default(app, pg, runs, database_url):
     env = process_env(
         DATABASE_URL=database_url, JOBS_MODULES="tests.job_kinds", WORKERS="2", LOG_LEVEL="warning"
     )
+    del env["JOBS_IN_SERVE"]  # the default
     with serving(env, free_port()):
         job_id = await enqueue(app, "test.record", world.acme[0])
         await wait_status(pg, job_id, "succeeded")

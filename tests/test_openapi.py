@@ -21,7 +21,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from app import clock
-from app.api import admin, deps, health
+from app.api import admin, auth_email, deps, health
 from app.api import auth as auth_api
 from app.main import create_app
 from tests.admin_support import auth, default_app, make_admin, make_key, make_user
@@ -138,16 +138,21 @@ def facts(route: APIRoute, operation: dict[str, Any], spec: dict[str, Any]) -> F
         params={p["name"].lower() for p in params},
         path_params={p["name"] for p in params if p["in"] == "path"},
         body_fields=body_fields,
-        authenticated=bool(calls & {deps.get_principal, admin.get_admin}),
+        authenticated=bool(
+            calls & {deps.get_principal, deps.get_optional_principal, admin.get_admin}
+        ),
         # Per-IP rules (deps.rate_limit) and per-account ones (deps.Limits) both need Rules.
         rate_limited=deps.get_rules in calls,
-        touches_db=bool(calls & {deps.get_db, deps.get_principal, admin.get_admin}),
+        touches_db=bool(
+            calls
+            & {deps.get_db, deps.get_principal, deps.get_optional_principal, admin.get_admin}
+        ),
         hashes=bool(calls & {deps.get_hasher, deps.hash_admission}),
     )
 
 
 # The routers the app includes (app/main.py), but the Faroe one.
-ROUTERS = (auth_api.router, admin.router, health.router)
+ROUTERS = (auth_api.router, auth_email.router, admin.router, health.router)
 
 
 def api_routes() -> Iterator[APIRoute]:

@@ -22,8 +22,8 @@ from app.api.admin_schemas import (
     ApiKeyIn,
     ApiKeysOut,
     AppIn,
-    AppPatch,
     AppOut,
+    AppPatch,
     AppsOut,
     AuditEventsOut,
     AuditQuery,
@@ -330,9 +330,7 @@ async def ban_user(
     )
     | answer({"status": "sent"}, 202),
 )
-async def send_verification(
-    user_id: UserId, caller: Admin, db: Db, origin: From
-) -> dict[str, str]:
+async def send_verification(user_id: UserId, caller: Admin, db: Db, origin: From) -> dict[str, str]:
     """Queue a verification mail (a new code and link) to the user's address."""
     await email_flows.admin_send(db, origin, caller, user_id, email_flows.Mail.VERIFY)
     return {"status": "sent"}

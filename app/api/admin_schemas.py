@@ -50,6 +50,7 @@ from app.api.schemas import (
 from app.errors import ValidationFailed
 from app.ids import Prefix, checker, is_valid
 from app.services import apps, users
+from app.settings import check_link_base, check_mail_from
 
 MAX_OFFSET = 10_000_000
 MAX_BAN_SECONDS = 100 * 365 * 86400
@@ -401,7 +402,7 @@ class AuditEventsOut(BaseModel):
 MailFrom = Annotated[
     str,
     StringConstraints(max_length=320),
-    AfterValidator(apps.clean_mail_from),
+    AfterValidator(check_mail_from),
     Keywords(
         pattern=NO_NUL,
         examples=["Acme <no-reply@acme.com>"],
@@ -411,7 +412,7 @@ MailFrom = Annotated[
 LinkBaseUrl = Annotated[
     str,
     StringConstraints(max_length=2048),
-    AfterValidator(apps.clean_link_base_url),
+    AfterValidator(check_link_base),
     Keywords(
         pattern=f"^[{SPACE}]*https?://[^\\u0000]*$",
         examples=["https://acme.com/account"],

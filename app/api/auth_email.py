@@ -36,7 +36,6 @@ from app.errors import (
     InvalidCode,
     InvalidCredentials,
     RateLimited,
-    UserBanned,
     ValidationFailed,
 )
 from app.services import email_flows
@@ -95,7 +94,6 @@ async def send_verification(
         ValidationFailed("body", "give exactly one of token or code"),
         TENANT,
         InvalidCode,
-        UserBanned,
         RateLimited,
         DatabaseUnavailable,
     ),
@@ -191,9 +189,7 @@ async def change_email(
 ) -> dict[str, str]:
     """Send a code and link to `new_email`; the address changes when one of them comes back
     (`/change-email/confirm`), and a notice then goes to the old address. Needs the password."""
-    await email_flows.change_email(
-        db, hasher, rules, origin, caller, body.new_email, body.password
-    )
+    await email_flows.change_email(db, hasher, rules, origin, caller, body.new_email, body.password)
     return {"status": "confirmation sent"}
 
 
@@ -224,4 +220,3 @@ async def confirm_email_change(
         raise AuthenticationRequired("a code needs the bearer token of the user who asked")
     presented = Presented(token=body.token, code=body.code, user=caller.user if caller else None)
     return await email_flows.confirm_email_change(db, origin, presented)
-

@@ -1,11 +1,8 @@
 """Apps (tenants) and their environments, as the admin API manages them."""
 
-import email.utils
 import re
-import urllib.parse
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
@@ -27,30 +24,6 @@ def clean_slug(value: str) -> str:
     never contain '_', so one can never be mistaken for a TypeID."""
     if not SLUG_RE.fullmatch(value):
         raise ValueError("must be 2-63 characters of a-z, 0-9 and '-', starting with a-z or 0-9")
-    return value
-
-
-def clean_mail_from(value: str) -> str:
-    """`Name <address>` or a bare address, as a From: header takes it."""
-    value = value.strip()
-    name, address = email.utils.parseaddr(value)
-    if not address or "\n" in value or "\r" in value:
-        raise ValueError("must be an address, or a name and an address: Acme <no-reply@acme.com>")
-    try:
-        validate_email(address, check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise ValueError(f"is not a valid address ({exc})") from None
-    return value
-
-
-def clean_link_base_url(value: str) -> str:
-    """The base of the links in mails: an http(s) URL without query or fragment."""
-    value = value.strip().rstrip("/")
-    parsed = urllib.parse.urlsplit(value)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValueError("must be an http(s) URL, e.g. https://app.example.com/account")
-    if parsed.query or parsed.fragment:
-        raise ValueError("must not have a query or a fragment")
     return value
 
 

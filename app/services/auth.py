@@ -125,13 +125,16 @@ async def signin(
         async with db.begin():
             _record_failed_signin(db, origin, env, user, identifier, "banned")
         users.ensure_not_banned(user)
-    try:
+    if not user.email_verified:
+        # (No raise inside the transaction: a rollback would expire `user`.)
         async with db.begin():
-            await email_flows.ensure_may_sign_in(db, settings, user)
-    except EmailNotVerified:
-        async with db.begin():
-            _record_failed_signin(db, origin, env, user, identifier, "email_not_verified")
-        raise
+            if await email_flows.verification_required(db, settings, user.app_id):
+                _record_failed_signin(db, origin, env, user, identifier, "email_not_verified")
+                unverified = True
+            else:
+                unverified = False
+        if unverified:
+            raise EmailNotVerified()
     async with db.begin():
         if upgraded is not None:
             user = await users.lock(db, user.id)

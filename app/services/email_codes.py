@@ -32,7 +32,7 @@ CODE_DIGITS = 6
 
 class Purpose(StrEnum):
     VERIFY_EMAIL = "verify_email"
-    RESET_PASSWORD = "reset_password"
+    RESET_PASSWORD = "reset_password"  # noqa: S105 - a purpose's name, not a password
     CHANGE_EMAIL = "change_email"
 
 
@@ -181,4 +181,3 @@ async def forget(db: AsyncSession, user_id: str, *purposes: Purpose) -> None:
             col(EmailCode.purpose).in_([purpose.value for purpose in purposes]),
         )
     )
-

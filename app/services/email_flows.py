@@ -74,6 +74,12 @@ PURPOSE = {
     Mail.RESET: Purpose.RESET_PASSWORD,
     Mail.CHANGE: Purpose.CHANGE_EMAIL,
 }
+# Written by a request that names the user (an admin's, a signed-in user's); the mail's own
+# row (SENT_ACTION) follows from the worker.
+REQUESTED_ACTION = {
+    Mail.VERIFY: "user.verification_requested",
+    Mail.RESET: "user.password_reset_requested",
+}
 SENT_ACTION = {
     Mail.VERIFY: "user.verification_mail_sent",
     Mail.RESET: "user.password_reset_mail_sent",
@@ -161,6 +167,7 @@ async def send_verification(
     await rules.mail_to(user.env_id, user.email)
     async with db.begin():
         await _enqueue(db, user.app_id, Mail.VERIFY, Requester(origin), user_id=user.id)
+        audit.by_user(db, REQUESTED_ACTION[Mail.VERIFY], origin, user)
 
 
 async def forgot_password(
@@ -222,8 +229,17 @@ async def admin_send(
         user = await admin_auth.find_user(db, principal, user_id)
         if what is Mail.VERIFY and user.email_verified:
             raise Conflict("the user's e-mail address is already verified")
-        await _enqueue(
-            db, user.app_id, what, Requester.admin(origin, principal), user_id=user.id
+        by = Requester.admin(origin, principal)
+        await _enqueue(db, user.app_id, what, by, user_id=user.id)
+        audit.record(
+            db,
+            REQUESTED_ACTION[what],
+            origin=origin,
+            app_id=user.app_id,
+            env_id=user.env_id,
+            actor_type=principal.actor_type,
+            actor_id=principal.actor_id,
+            target_user_id=user.id,
         )
 
 
@@ -307,7 +323,8 @@ async def verify_email(
         if not await verification_required(db, settings, user.app_id):
             return answer
         user = await users.lock(db, user.id)
-        users.ensure_not_banned(user)
+        if users.is_banned(user):
+            return answer  # verified, but a ban still keeps the user out
         issued = sessions.issue(db, user, settings, origin)
         audit.by_user(db, "user.signin", origin, user, {"method": "email_verification"})
     return {**answer, **sessions.token_response(user, issued)}
@@ -370,7 +387,12 @@ async def confirm_email_change(
         await email_codes.consume(db, row)
         by = Requester(origin, "user", user.id)
         await _enqueue(
-            db, user.app_id, Mail.CHANGED, by, user_id=user.id, old_email=old_email,
+            db,
+            user.app_id,
+            Mail.CHANGED,
+            by,
+            user_id=user.id,
+            old_email=old_email,
             new_email=new_email,
         )
         audit.by_user(
