@@ -104,8 +104,9 @@ def _deliverable(address: str) -> str:
 
 
 def _fix_body(body: dict[str, Any]) -> None:
-    if isinstance(body.get("email"), str):
-        body["email"] = _deliverable(body["email"])
+    for name in ("email", "new_email"):
+        if isinstance(body.get(name), str):
+            body[name] = _deliverable(body[name])
     if isinstance(body.get("phone"), str):
         body["phone"] = _possible_phone(body["phone"])
     elif body.get("phone_verified") is True:

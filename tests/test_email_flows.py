@@ -184,7 +184,7 @@ async def test_verify_send_answers_the_same_for_known_verified_and_unknown(clien
 
 async def test_verify_send_needs_an_address_or_a_bearer(client):
     answer = await client.post("/v1/auth/verify-email/send", json={})
-    assert answer.status_code == 422
+    assert answer.status_code == 401 and answer.json()["type"] == "authentication_required"
     bad = await client.post("/v1/auth/verify-email/send", json={}, headers=bearer("ukst_nope"))
     assert bad.status_code == 401
 

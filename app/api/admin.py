@@ -560,7 +560,11 @@ async def create_app(body: AppIn, caller: Admin, db: Db, origin: From) -> dict[s
         JSON_BODY,
         BAD_APP_ID,
         APP_NOT_FOUND,
-        ValidationFailed("link_base_url", "must be an http(s) URL, e.g. https://app.example.com"),
+        ValidationFailed(
+            "link_base_url",
+            "must be an http(s) URL with a host name, no query or fragment: "
+            "https://acme.com/account",
+        ),
     ),
 )
 async def update_app(

@@ -5,6 +5,7 @@ user fields reuse the types (and so the rules) of api/schemas.py.
 """
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -399,22 +400,62 @@ class AuditEventsOut(BaseModel):
 # ---- apps and environments -----------------------------------------------------------------
 
 
+# The API takes a plainer From: and link base than the settings do, so that the schema can say
+# exactly what is accepted: a display name of words, an ASCII address; an http(s) URL with a
+# host name (no IPv6 literal, no user info), no query or fragment.
+_ADDRESS = (
+    r"[A-Za-z0-9_%+-]{1,64}(?:\.[A-Za-z0-9_%+-]{1,64}){0,8}"
+    r"@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}"
+)
+MAIL_FROM_PATTERN = (
+    rf"^(?:[A-Za-z0-9_'-]{{1,32}}(?: [A-Za-z0-9_'-]{{1,32}}){{0,7}} <{_ADDRESS}>|{_ADDRESS})$"
+)
+LINK_BASE_PATTERN = (
+    r"^https?://[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$"
+)
+
+
+def _pattern_then(pattern: str, problem: str, check: Callable[[str], str]) -> Callable[[str], str]:
+    compiled = re.compile(pattern)
+
+    def validate(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(problem)
+        return check(value)
+
+    return validate
+
+
 MailFrom = Annotated[
     str,
     StringConstraints(max_length=320),
-    AfterValidator(check_mail_from),
+    AfterValidator(
+        _pattern_then(
+            MAIL_FROM_PATTERN,
+            "must be an address, or a name and an address: Acme <no-reply@acme.com>",
+            check_mail_from,
+        )
+    ),
     Keywords(
-        pattern=NO_NUL,
+        pattern=MAIL_FROM_PATTERN,
         examples=["Acme <no-reply@acme.com>"],
-        description="the From: of the app's mails; null = MAIL_FROM",
+        description="the From: of the app's mails, `Name <address>` or an address; null = "
+        "MAIL_FROM",
     ),
 ]
 LinkBaseUrl = Annotated[
     str,
     StringConstraints(max_length=2048),
-    AfterValidator(check_link_base),
+    AfterValidator(
+        _pattern_then(
+            LINK_BASE_PATTERN,
+            "must be an http(s) URL with a host name, no query or fragment: "
+            "https://acme.com/account",
+            check_link_base,
+        )
+    ),
     Keywords(
-        pattern=f"^[{SPACE}]*https?://[^\\u0000]*$",
+        pattern=LINK_BASE_PATTERN,
         examples=["https://acme.com/account"],
         description="where the links of the app's mails point (…/verify-email?token=…, "
         "…/reset-password?token=…, …/confirm-email-change?token=…); null = PUBLIC_URL",

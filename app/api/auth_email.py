@@ -43,18 +43,25 @@ from app.services.email_flows import Presented
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
+# Routes that serve signed-out callers too: the bearer token is optional (FastAPI lists the
+# bearer scheme; the empty requirement added here means "or none"), but one sent must be valid.
+OPTIONAL_BEARER: dict[str, Any] = {"security": [{}]}
+
 OK = {"status": "ok"}
+NO_ADDRESS = "give an e-mail address, or a bearer token"
 
 
 @router.post(
     "/verify-email/send",
     name="verify_email.send",
+    openapi_extra=OPTIONAL_BEARER,
     summary="Send the e-mail verification mail",
     dependencies=[Depends(rate_limit("mail"))],
     response_model=StatusOut,
     responses=errors(
         JSON_BODY,
-        ValidationFailed("email", "give an address, or a bearer token"),
+        ValidationFailed.example(),
+        AuthenticationRequired(NO_ADDRESS),
         SESSION,
         TENANT,
         RateLimited,
@@ -74,7 +81,7 @@ async def send_verification(
     own address. Always `{"status": "ok"}`, in the same time, whether the address has an
     account, is verified already, or is unknown: the mail is sent later by a worker."""
     if body.email is None and caller is None:
-        raise ValidationFailed("email", "give an address, or a bearer token")
+        raise AuthenticationRequired(NO_ADDRESS)
     fields = {**tenant, **body.model_dump(exclude_unset=True)}
     await email_flows.send_verification(
         db, rules, origin, fields, caller if body.email is None else None
@@ -196,6 +203,7 @@ async def change_email(
 @router.post(
     "/change-email/confirm",
     name="email.change.confirm",
+    openapi_extra=OPTIONAL_BEARER,
     summary="Confirm the new e-mail address with the mail's code or link",
     dependencies=[Depends(rate_limit("code"))],
     response_model=UserOut,

@@ -44,7 +44,7 @@ from app.errors import Conflict, NotFound, ValidationFailed
 from app.services import admin_auth, audit, cursors
 from app.services.admin_auth import AdminPrincipal
 from app.services.audit import Origin
-from app.settings import Settings
+from app.settings import Settings, mail_transport_description
 
 log = logging.getLogger("userkeep.jobs")
 
@@ -286,7 +286,12 @@ class Worker:
             ),
             name="pgqueuer",
         )
-        log.info("job worker started: %d at once, kinds %s", self.concurrency, sorted(KINDS))
+        log.info(
+            "job worker started: %d at once, kinds %s; mail: %s",
+            self.concurrency,
+            sorted(KINDS),
+            mail_transport_description(self.settings),
+        )
         try:
             stop = asyncio.create_task(self._stop.wait())
             await asyncio.wait({loop, stop}, return_when=asyncio.FIRST_COMPLETED)
