@@ -18,6 +18,7 @@ from app import clock
 from app.main import create_app
 from tests.admin_support import audit_rows, auth, default_app, make_admin, make_app, make_user
 from tests.conftest import make_settings
+from tests.faroe_support import FaroeServerDouble
 from tests.helpers import PASSWORD, bearer, signup, unique_email
 from tests.mail_support import Postbox, postbox
 from tests.process_support import free_port
@@ -617,3 +618,52 @@ async def test_mails_per_ip_are_limited(limited):
         for _ in range(11)
     ]
     assert statuses == [200] * 10 + [429]
+
+
+# ---- the other door ------------------------------------------------------------------------
+
+
+async def test_a_reset_by_mail_is_seen_through_the_faroe_door(client, box):
+    faroe = FaroeServerDouble(client)
+    signed = await signup(client)
+    email, user_id = signed["user"]["email"], signed["user"]["id"]
+    before = await faroe.get_user(user_id)
+    await client.post("/v1/auth/forgot-password", json={"email": email})
+    mail = await box.next_to(email, seen=1)
+    reset = await client.post(
+        "/v1/auth/reset-password", json={"token": mail.token, "new_password": NEW_PASSWORD}
+    )
+    assert reset.status_code == 200
+    after = await faroe.get_user(user_id)
+    assert after.password_hash_counter == before.password_hash_counter + 1
+    assert after.sessions_counter == before.sessions_counter + 1
+    assert faroe.verify_password(NEW_PASSWORD, after)
+    assert not faroe.verify_password(PASSWORD, after)
+
+
+async def test_an_address_changed_through_faroe_kills_the_pending_reset_code(client, box):
+    faroe = FaroeServerDouble(client)
+    signed = await signup(client)
+    email, user_id = signed["user"]["email"], signed["user"]["id"]
+    await client.post("/v1/auth/forgot-password", json={"email": email})
+    mail = await box.next_to(email, seen=1)
+    user = await faroe.get_user(user_id)
+    await faroe.update_user_email_address(
+        user_id, unique_email("faroe"), user.email_address_counter
+    )
+    dead = await client.post(
+        "/v1/auth/reset-password", json={"token": mail.token, "new_password": NEW_PASSWORD}
+    )
+    assert dead.status_code == 400 and dead.json()["type"] == "invalid_code"
+
+
+async def test_a_banned_user_is_verified_but_not_signed_in(client, pg, box):
+    await pg.execute("UPDATE apps SET require_email_verification = true WHERE slug = 'default'")
+    email = unique_email()
+    await client.post("/v1/auth/signup", json={"email": email, "password": PASSWORD})
+    mail = await box.next_to(email)
+    await pg.execute("UPDATE users SET banned = true WHERE email = $1", email)
+    verified = await client.post("/v1/auth/verify-email", json={"token": mail.token})
+    assert verified.status_code == 200 and "session_token" not in verified.json()
+    assert await _verified(pg, email)
+    assert await pg.fetchval("SELECT count(*) FROM sessions") == 0
