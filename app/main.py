@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from app import db as database
-from app.api import admin, auth, auth_email, docs, faroe, health
+from app.api import admin, auth, auth_email, docs, faroe, health, pages
 from app.api.openapi import operation_id, restore_null_examples
 from app.errors import (
     TYPE_OF_STATUS,
@@ -261,11 +261,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(faroe.router)
     app.include_router(health.router)
+    # The pages the mails' links open when an app has no front end of its own (PUBLIC_URL).
+    app.include_router(pages.router)
     app.include_router(docs.router)
     app.state.metrics = Metrics(app.state)
     # Each add wraps the previous: SecurityHeaders is the outermost (app/middleware.py).
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Observe, metrics=app.state.metrics)
     app.add_middleware(RequestId)
-    app.add_middleware(SecurityHeaders, pages=docs.PAGES)
+    app.add_middleware(SecurityHeaders, pages=docs.PAGES | pages.PAGES)
     return app

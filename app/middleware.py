@@ -215,9 +215,9 @@ NO_STORE: list[tuple[bytes, bytes]] = [(b"cache-control", b"no-store"), (b"pragm
 
 class SecurityHeaders:
     """nosniff, DENY framing and no referrer on every answer; `Cache-Control: no-store` on every
-    /v1/ answer; a deny-all CSP on the API. The docs pages (`pages`) set a policy of their own
-    (app/api/docs.py), which is kept; should one of them answer without it (an error), the
-    deny-all one applies."""
+    /v1/ answer; a deny-all CSP on the API. The HTML pages (`pages`: the docs, app/api/docs.py,
+    and the mails' link pages, app/api/pages.py) set a policy of their own, which is kept;
+    should one of them answer without it (an error), the deny-all one applies."""
 
     def __init__(self, app: ASGIApp, pages: Collection[str] = ()) -> None:
         self.app = app

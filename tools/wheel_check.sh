@@ -86,13 +86,17 @@ for _ in $(seq 1 100); do
 import sys, urllib.request
 try:
     with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/v1/ready", timeout=1) as r:
-        print(r.status)
+        status = r.status
+    # A mail link's page: its templates (app/pages/) ship in the wheel too.
+    page = f"http://127.0.0.1:{sys.argv[1]}/verify-email?token=ukev_x"
+    with urllib.request.urlopen(page, timeout=1) as r:
+        print(status if b"Verify my address" in r.read() else "no page")
 except Exception:
     sys.exit(1)
 PY
   ); then
     if [ "$status" = "200" ]; then
-      echo "wheel-check: /v1/ready answered 200 from the installed wheel"
+      echo "wheel-check: /v1/ready and /verify-email answered 200 from the installed wheel"
       exit 0
     fi
   fi

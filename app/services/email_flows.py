@@ -300,9 +300,17 @@ async def _still_current(db: AsyncSession, row: EmailCode) -> EmailCode:
 
 
 async def verify_email(
-    db: AsyncSession, settings: Settings, origin: Origin, presented: Presented
+    db: AsyncSession,
+    settings: Settings,
+    origin: Origin,
+    presented: Presented,
+    *,
+    sign_in: bool = True,
 ) -> dict[str, Any]:
-    """Mark the address verified; where the app requires verification, also sign in."""
+    """Mark the address verified; where the app requires verification, also sign in, unless
+    `sign_in` is False (the built-in page, app/api/pages.py, which has nowhere to hand the
+    tokens to: a session issued there would be one nobody holds, with a sign-in audit row for
+    a sign-in that never happened)."""
 
     async def work() -> User | None:
         row = await _find(db, Purpose.VERIFY_EMAIL, presented)
@@ -319,6 +327,8 @@ async def verify_email(
     if user is None:
         raise InvalidCode()
     answer: dict[str, Any] = {"status": "email verified", "user": users.view(user)}
+    if not sign_in:
+        return answer
     async with db.begin():
         if not await verification_required(db, settings, user.app_id):
             return answer
