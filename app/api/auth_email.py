@@ -13,6 +13,7 @@ from app.api.deps import (
     HashAdmission,
     Hasher,
     Limits,
+    Lookups,
     MaybeCaller,
     Tenant,
     rate_limit,
@@ -65,6 +66,7 @@ OK = {"status": "ok"}
 async def send_verification(
     body: VerifySendIn,
     db: Db,
+    lookups: Lookups,
     origin: From,
     tenant: Tenant,
     rules: Limits,
@@ -77,7 +79,7 @@ async def send_verification(
         raise ValidationFailed("email", "give an address, or a bearer token")
     fields = {**tenant, **body.model_dump(exclude_unset=True)}
     await email_flows.send_verification(
-        db, rules, origin, fields, caller if body.email is None else None
+        db, lookups, rules, origin, fields, caller if body.email is None else None
     )
     return OK
 
@@ -119,12 +121,12 @@ async def verify_email(
     | answer(OK),
 )
 async def forgot_password(
-    body: AddressIn, db: Db, origin: From, tenant: Tenant, rules: Limits
+    body: AddressIn, db: Db, lookups: Lookups, origin: From, tenant: Tenant, rules: Limits
 ) -> dict[str, str]:
     """Send a reset code and link to the address if an account has it. Always
     `{"status": "ok"}`, in the same time, known address or not."""
     fields = {**tenant, **body.model_dump(exclude_unset=True)}
-    await email_flows.forgot_password(db, rules, origin, fields)
+    await email_flows.forgot_password(db, lookups, rules, origin, fields)
     return OK
 
 
