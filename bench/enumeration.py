@@ -12,8 +12,9 @@ Pairs (side A vs side B):
   known verified address vs the same unknown one (all three sides interleaved in one run).
 
 Samples are interleaved, one request at a time, after a warm-up, so drift in machine load hits
-every side alike. Prints the statuses, whether the bodies are identical, and the medians; the
-bar is identical status and body and a median difference of at most 5 ms (MAX_DIFFERENCE_MS).
+every side alike; each round takes the sides in a shuffled order. Prints the statuses, whether
+the bodies are identical, and the medians; the bar is identical status and body and a median
+difference of at most 5 ms (MAX_DIFFERENCE_MS).
 The table is also written to bench/results/enumeration.md (enumeration-jobs-in-serve.md with
 `--jobs-in-serve`).
 
@@ -31,6 +32,7 @@ import argparse
 import asyncio
 import os
 import platform
+import random
 import statistics
 import tempfile
 import time
@@ -58,8 +60,11 @@ async def sample(client: httpx.AsyncClient, sides: dict[str, Call], n: int) -> l
     for _ in range(5):
         for call in sides.values():
             await call(client)
+    # Each round takes the sides in a new order: work one request leaves behind (a mail job,
+    # with --jobs-in-serve) lands on the request after it, which must not always be the same.
+    order = random.Random(len(sides))
     for _ in range(n):
-        for name, call in sides.items():
+        for name, call in order.sample(list(sides.items()), len(sides)):
             start = time.perf_counter()
             response = await call(client)
             times[name].append((time.perf_counter() - start) * 1000)
