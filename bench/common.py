@@ -85,14 +85,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Where the file mailer of a bench server writes, should anything send: under the bench's own
+# data, never the developer's .data/mail.
+BENCH_DATA = ROOT / ".data" / "bench"
+
+
 def start_server(url: str, workers: int = 1, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`python -m app serve` on `url`. The benches measure requests, so no job worker runs in
+    the server (JOBS_IN_SERVE=false: it would take CPU from the requests being measured, and
+    send mail); a bench that queues mail purges it (`purge_queued_jobs`). MAIL_URL is not
+    inherited: a worker a bench asks for (JOBS_IN_SERVE=true in `env`) writes .eml files
+    under DATA_DIR, never to the developer's SMTP server."""
     port = free_port()
     environment = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "MAIL_URL"},
         "DATABASE_URL": url,
         "PORT": str(port),
         "WORKERS": str(workers),
         "LOG_LEVEL": "warning",
+        "JOBS_IN_SERVE": "false",
+        "DATA_DIR": str(BENCH_DATA),
         **env,
     }
     # Warnings and errors of the server under test, for a look after a run with errors.
@@ -116,6 +128,74 @@ def start_server(url: str, workers: int = 1, **env: str) -> tuple[subprocess.Pop
         time.sleep(0.2)
     server.kill()
     raise RuntimeError("server did not start")
+
+
+async def purge_queued_jobs(url: str, kind: str = "mail.account") -> int:
+    """Delete the jobs of `kind` still queued (those a bench's requests added while no worker
+    ran), with their log and admin-view rows, so no later server or worker sends them and the
+    bench database does not grow by a row per request. Returns how many there were."""
+    import asyncpg
+
+    conn = await asyncpg.connect(**database._asyncpg_args(url))
+    try:
+        purged: int = await conn.fetchval(
+            """
+            WITH gone AS (
+                DELETE FROM pgqueuer WHERE entrypoint = $1 AND status = 'queued' RETURNING id
+            ), logs AS (
+                DELETE FROM pgqueuer_log WHERE job_id IN (SELECT id FROM gone)
+            ), views AS (
+                DELETE FROM jobs WHERE id IN (SELECT id FROM gone)
+            )
+            SELECT count(*) FROM gone
+            """,
+            kind,
+        )
+    finally:
+        await conn.close()
+    return purged
+
+
+def tree_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) of a process and all its descendants so far: the live ones,
+    and the ended ones it has waited for (its children_* times), so a uvicorn worker or a
+    PostgreSQL backend that came and went still counts. None without psutil or the process."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    try:
+        main = psutil.Process(pid)
+        times = main.cpu_times()
+        total = float(times.user + times.system + times.children_user + times.children_system)
+        for child in main.children(recursive=True):
+            try:
+                child_times = child.cpu_times()
+            except psutil.Error:
+                continue  # ended meanwhile: its parent's children_* times count it later
+            total += child_times.user + child_times.system
+        return total
+    except psutil.Error:
+        return None
+
+
+async def postmaster_pid(url: str) -> int | None:
+    """The PostgreSQL server's main process when it runs on this machine (the parent of our
+    backend), for `tree_cpu`; None without psutil or for a server elsewhere."""
+    import asyncpg
+
+    try:
+        import psutil
+    except ImportError:
+        return None
+    conn = await asyncpg.connect(**database._asyncpg_args(url))
+    try:
+        # Asked while the backend lives: it ends with the connection.
+        return int(psutil.Process(await conn.fetchval("SELECT pg_backend_pid()")).ppid())
+    except psutil.Error:
+        return None
+    finally:
+        await conn.close()
 
 
 def percentile(samples: list[float], p: float) -> float:

@@ -9,6 +9,7 @@ to be kept between runs, and no real secret is ever in play.
 
 import base64
 import hashlib
+import random
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -196,6 +197,32 @@ async def sample_user_ids(conn: asyncpg.Connection, count: int) -> list[str]:
             count,
         )
     return [r[0] for r in rows]
+
+
+async def sample_emails(conn: asyncpg.Connection, count: int) -> list[str]:
+    """Addresses of random live users of the default app and environment."""
+    app_id, env_id = await default_env(conn)
+    query = (
+        "SELECT email FROM users {} WHERE app_id = $1 AND env_id = $2 AND deleted_at IS NULL "
+        "{} LIMIT $3"
+    )
+    rows = await conn.fetch(query.format("TABLESAMPLE SYSTEM (10)", ""), app_id, env_id, count)
+    if len(rows) < count:  # a small table: sampling 10% of its pages finds too few
+        rows = await conn.fetch(query.format("", "ORDER BY random()"), app_id, env_id, count)
+    return [r[0] for r in rows]
+
+
+async def forgot_addresses(conn: asyncpg.Connection, count: int) -> list[str]:
+    """`count` addresses for forgot-password, known and unknown mixed: half of live users (a
+    reset mail would go out), half of nobody (the job would find no one), shuffled. The
+    request reads neither kind, so both must cost the same."""
+    known = await sample_emails(conn, count - count // 2)
+    # Shaped like the seeded addresses (first.last<n>@example<n % 100>.com), but "no.one"
+    # is no seeded name: none of them has an account.
+    unknown = [f"no.one{i}@example{i % 100}.com" for i in range(count - len(known))]
+    addresses = known + unknown
+    random.Random(7).shuffle(addresses)
+    return addresses
 
 
 # ---- fastapi-users ------------------------------------------------------------------------

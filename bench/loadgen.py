@@ -7,7 +7,10 @@ SPEC.json: `{"url": "http://127.0.0.1:PORT", "expect": [200], "requests": ["GET 
 — complete raw requests (keep-alive, with Host and Content-Length), cycled through so the
 server sees many different tokens/users. Each of the `connections` sends one request, waits
 for the whole answer, sends the next (no pipelining). Requests answered during the warm-up are
-not counted. Prints one JSON line: requests, errors, rps, p50/p90/p99/max (ms), tool.
+not counted. Prints one JSON line: requests, errors, rps, p50/p90/p99/max (ms), tool, and with
+`--watch PID` (repeatable) `cpu`: the CPU seconds each watched process and its descendants spent
+during the measured run (bench.common.tree_cpu), for a cost per request that the machine's
+other load does not move the way it moves req/s.
 
 `--tool auto` uses wrk when `command -v wrk` finds it (C, so the generator takes less of the
 CPU the server needs), else the asyncio client below (on uvloop when installed): raw streams,
@@ -28,7 +31,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bench.common import percentile
+from bench.common import percentile, tree_cpu
 
 TIMEOUT = 10.0  # seconds one request may take before it counts as an error
 DRAIN = 2.0  # seconds between the warm-up and the measured run (wrk)
@@ -117,7 +120,27 @@ async def _connection(
         writer.close()
 
 
-async def run_python(spec: dict, connections: int, duration: float, warmup: float) -> dict:
+class CpuWatch:
+    """CPU seconds of the watched process trees between `start()` and `stop()`."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.before: dict[int, float | None] = {}
+        self.spent: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.before = {pid: tree_cpu(pid) for pid in self.pids}
+
+    def stop(self) -> None:
+        for pid, before in self.before.items():
+            after = tree_cpu(pid)
+            if before is not None and after is not None:
+                self.spent[str(pid)] = after - before
+
+
+async def run_python(
+    spec: dict, connections: int, duration: float, warmup: float, watch: CpuWatch
+) -> dict:
     url = urlsplit(spec["url"])
     host, port = url.hostname or "127.0.0.1", url.port or 80
     expect = set(spec.get("expect", [200]))
@@ -132,7 +155,16 @@ async def run_python(spec: dict, connections: int, duration: float, warmup: floa
         )
         for i in range(connections)
     ]
+
+    async def watch_window() -> None:
+        await asyncio.sleep(max(measure_from - time.perf_counter(), 0))
+        watch.start()
+        await asyncio.sleep(max(stop_at - time.perf_counter(), 0))
+        watch.stop()
+
+    watcher = asyncio.create_task(watch_window())
     done, pending = await asyncio.wait(tasks, timeout=warmup + duration + TIMEOUT + 5)
+    await watcher
     for task in pending:
         task.cancel()
         stats.error("timeout")
@@ -151,6 +183,7 @@ async def run_python(spec: dict, connections: int, duration: float, warmup: floa
         "p90": percentile(samples, 90) if samples else None,
         "p99": percentile(samples, 99) if samples else None,
         "max": max(samples) if samples else None,
+        "cpu": watch.spent,
     }
 
 
@@ -231,7 +264,7 @@ def _wrk(script: Path, url: str, connections: int, seconds: float) -> dict:
     raise RuntimeError(f"wrk printed no result:\n{output.stdout}\n{output.stderr}")
 
 
-def run_wrk(spec: dict, connections: int, duration: float, warmup: float) -> dict:
+def run_wrk(spec: dict, connections: int, duration: float, warmup: float, watch: CpuWatch) -> dict:
     requests = ",\n".join(_lua_string(r) for r in spec["requests"])
     # wrk threads each run their own copy of the script; `setup` staggers their start index.
     threads = max(1, min(connections, os.cpu_count() or 1))
@@ -244,7 +277,9 @@ def run_wrk(spec: dict, connections: int, duration: float, warmup: float) -> dic
             # (a sign-in: its hash). Starting at once would put twice the connections' load on
             # it for a moment, and the hashing line rightly answers part of that with 503s.
             time.sleep(DRAIN)
+        watch.start()
         result = _wrk(script, spec["url"], connections, duration)
+        watch.stop()
     seconds = result["duration_us"] / 1e6
     # wrk counts answers >= 400 as status errors; any other code not in `expect` is not
     # reported, so a bench whose expected codes are not all 2xx should use --tool python.
@@ -263,19 +298,28 @@ def run_wrk(spec: dict, connections: int, duration: float, warmup: float) -> dic
         "p90": result["p90"],
         "p99": result["p99"],
         "max": result["max"],
+        "cpu": watch.spent,
     }
 
 
-def run(spec: dict, connections: int, duration: float, warmup: float, tool: str) -> dict:
+def run(
+    spec: dict,
+    connections: int,
+    duration: float,
+    warmup: float,
+    tool: str,
+    watch: list[int] | None = None,
+) -> dict:
+    cpu = CpuWatch(watch or [])
     if tool == "auto":
         tool = "wrk" if shutil.which("wrk") else "python"
     if tool == "wrk":
-        return run_wrk(spec, connections, duration, warmup)
+        return run_wrk(spec, connections, duration, warmup, cpu)
     if _uvloop():
         import uvloop
 
-        return uvloop.run(run_python(spec, connections, duration, warmup))
-    return asyncio.run(run_python(spec, connections, duration, warmup))
+        return uvloop.run(run_python(spec, connections, duration, warmup, cpu))
+    return asyncio.run(run_python(spec, connections, duration, warmup, cpu))
 
 
 def main() -> None:
@@ -285,8 +329,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15)
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--tool", choices=["auto", "python", "wrk"], default="auto")
+    parser.add_argument("--watch", type=int, action="append", default=[], metavar="PID")
     args = parser.parse_args()
-    result = run(load_spec(args.spec), args.connections, args.duration, args.warmup, args.tool)
+    spec = load_spec(args.spec)
+    result = run(spec, args.connections, args.duration, args.warmup, args.tool, args.watch)
     json.dump(result, sys.stdout)
     print()
 

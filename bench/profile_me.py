@@ -1,6 +1,7 @@
-"""Where GET /v1/auth/me spends its time under load: py-spy on one Userkeep worker.
+"""Where GET /v1/auth/me (or POST /v1/auth/forgot-password) spends its time under load: py-spy
+on one Userkeep worker.
 
-    .venv/bin/python -m bench.profile_me [--seconds 20] [--connections 16] [--route me]
+    .venv/bin/python -m bench.profile_me [--seconds 20] [--connections 16] [--route me|forgot]
 
 Starts `python -m app serve` with one worker (one process, so py-spy sees every request) on the
 bench database, drives the route from bench.loadgen in another process, records the worker
@@ -9,7 +10,8 @@ its waits), writes the collapsed stacks to bench/results/profile-<route>.txt (in
 speedscope or flamegraph.pl), then prints a summary: the share of samples by package
 (inclusive, and self time with stdlib frames counted for their caller) and the functions with
 the most self and inclusive time. Run `python -m bench.run` (or
-`make bench`) once first, so the database holds the bench sessions.
+`make bench`) once first, so the database holds the bench sessions. The server runs without a
+job worker (bench.common.start_server); the mail jobs `--route forgot` queues are purged after.
 """
 
 import argparse
@@ -25,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench import fixtures
-from bench.common import ROOT, bench_db, start_server
+from bench.common import ROOT, bench_db, purge_queued_jobs, start_server
 from bench.run import FAROE_SECRET, check, freshen, raw_request
 
 RESULTS = ROOT / "bench" / "results"
@@ -110,7 +112,26 @@ def _short(frame: str) -> str:
     return f"{name} ({where})"
 
 
+async def _forgot_addresses(url: str, count: int) -> list[str]:
+    import asyncpg
+
+    from app import db as database
+
+    conn = await asyncpg.connect(**database._asyncpg_args(url))
+    try:
+        return await fixtures.forgot_addresses(conn, count)
+    finally:
+        await conn.close()
+
+
 def requests_for(route: str, base: str, url: str, tokens: int) -> list[str]:
+    if route == "forgot":
+        path, json_type = "/v1/auth/forgot-password", {"Content-Type": "application/json"}
+        bodies = [
+            json.dumps({"email": e}).encode() for e in asyncio.run(_forgot_addresses(url, tokens))
+        ]
+        check(base, ("POST", path), 200, content=bodies[0], headers=json_type)
+        return [raw_request("POST", base, path, json_type, b) for b in bodies]
     indexes = list(range(tokens))
     asyncio.run(freshen(url, indexes))
     if route == "me":
@@ -130,7 +151,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=1000)
-    parser.add_argument("--route", default="me", choices=["me"])
+    parser.add_argument("--route", default="me", choices=["me", "forgot"])
     parser.add_argument("--tool", default="auto", choices=["auto", "python", "wrk"])
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -183,6 +204,9 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
+            purged = asyncio.run(purge_queued_jobs(url))
+    if purged:
+        print(f"{purged:,} queued mail jobs purged")
     print(summarize(raw))
     print(f"\ncollapsed stacks: {raw.relative_to(ROOT)} (speedscope / flamegraph.pl input)")
 

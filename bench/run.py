@@ -8,8 +8,10 @@ users seeded by bench.seed_users and sessions by bench.fixtures, one server at a
 
 1. the password-hash ceiling: argon2id hashes/s with Userkeep's CryptContext, all cores;
 2. Userkeep (`python -m app serve`, WORKERS workers, RATE_LIMITS=off since all load comes from
-   one address): GET /v1/auth/me, POST /v1/auth/signin, GET /v1/admin/users?search=…, and the
-   Faroe get_user action (signed with FAROE_SECRET);
+   one address, JOBS_IN_SERVE=false so no job worker takes CPU from the requests): GET
+   /v1/auth/me, POST /v1/auth/forgot-password (its cost is compared to /me's; the mail jobs it
+   queues are purged after the row), POST /v1/auth/signin, GET /v1/admin/users?search=…, and
+   the Faroe get_user action (signed with FAROE_SECRET);
 3. the ceiling for /me: bench/ref_minimal.py (FastAPI + raw asyncpg, same lookup);
 4. the common alternative: bench/ref_fastapi_users.py (fastapi-users, DatabaseStrategy).
 
@@ -19,10 +21,13 @@ writes it to bench/results/latest.md.
 
 Knobs (environment): BENCH_USERS (100000; a bigger seeded set, e.g. the 1M of
 `python -m bench.seed_users`, is used as it is), BENCH_SESSIONS (= BENCH_USERS), BENCH_TOKENS
-(distinct tokens/users the load cycles through, 10000), BENCH_SIGNIN_USERS (1000), WORKERS (2),
+(distinct tokens/users the load cycles through, 10000), BENCH_SIGNIN_USERS (1000),
+BENCH_FORGOT_ADDRESSES (addresses forgot-password cycles through, 10000: half of live users,
+half unknown), WORKERS (2),
 BENCH_CONNECTIONS (16), BENCH_DURATION (15 s), BENCH_WARMUP (3 s), BENCH_HASH_SECONDS (10),
-BENCH_TOOL (auto|wrk|python), BENCH_ONLY (comma list of rows: hash, me, signin, search, faroe,
-minimal, fastapi-users), BENCH_DATABASE_URL (an external server instead of the embedded one).
+BENCH_TOOL (auto|wrk|python), BENCH_ONLY (comma list of rows: hash, me, forgot, signin, search,
+faroe, minimal, fastapi-users), BENCH_DATABASE_URL (an external server instead of the embedded
+one). The mail queue has a bench of its own: `make bench-mail` (bench/mail_queue.py).
 """
 
 import asyncio
@@ -48,7 +53,14 @@ from app.faroe.client import ENDPOINT as FAROE_ENDPOINT
 from app.faroe.client import encode_request, sign
 from bench import fixtures, hash_ceiling, loadgen, seed_users
 from bench.admin_search import admin_token
-from bench.common import ROOT, bench_db, free_port, start_server
+from bench.common import (
+    ROOT,
+    bench_db,
+    free_port,
+    postmaster_pid,
+    purge_queued_jobs,
+    start_server,
+)
 
 FAROE_SECRET = "userkeep-bench-faroe-secret-0123456789"  # at least 32 bytes, as required
 # The endpoint serves each (timestamp, signature) once, and the load generator cycles through its
@@ -65,12 +77,15 @@ SEARCHES = [
     "hopper7@example",
     "linus.turing1",
 ]
-ROWS = ["hash", "me", "signin", "search", "faroe", "minimal", "fastapi-users"]
+ROWS = ["hash", "me", "forgot", "signin", "search", "faroe", "minimal", "fastapi-users"]
+# The issue's bar: a forgot-password request costs at most twice a GET /me.
+FORGOT_MAX_COST = 2.0
 KNOBS = [
     "BENCH_USERS",
     "BENCH_SESSIONS",
     "BENCH_TOKENS",
     "BENCH_SIGNIN_USERS",
+    "BENCH_FORGOT_ADDRESSES",
     "WORKERS",
     "BENCH_CONNECTIONS",
     "BENCH_DURATION",
@@ -92,6 +107,7 @@ class Config:
         self.sessions = int(knob("BENCH_SESSIONS", self.users))
         self.tokens = int(knob("BENCH_TOKENS", 10_000))
         self.signin_users = int(knob("BENCH_SIGNIN_USERS", 1000))
+        self.forgot_addresses = int(knob("BENCH_FORGOT_ADDRESSES", 10_000))
         self.workers = int(knob("WORKERS", 2))
         self.connections = int(knob("BENCH_CONNECTIONS", 16))
         self.duration = float(knob("BENCH_DURATION", 15.0))
@@ -136,8 +152,16 @@ async def settle(db_url: str) -> None:
         await conn.close()
 
 
-def drive(cfg: Config, url: str, requests: list[str], expect: tuple[int, ...] = (200,)) -> dict:
-    """Run bench.loadgen in its own process against `url` and return its result."""
+def drive(
+    cfg: Config,
+    url: str,
+    requests: list[str],
+    expect: tuple[int, ...] = (200,),
+    watch: dict[str, int | None] | None = None,
+) -> dict:
+    """Run bench.loadgen in its own process against `url` and return its result. `watch`
+    names processes (the server, PostgreSQL) whose CPU during the measured run is returned
+    per request, in ms, as `cpu_ms`."""
     if cfg.db_url:
         asyncio.run(settle(cfg.db_url))
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as spec:
@@ -157,6 +181,7 @@ def drive(cfg: Config, url: str, requests: list[str], expect: tuple[int, ...] = 
                 str(cfg.warmup),
                 "--tool",
                 cfg.tool,
+                *(f"--watch={pid}" for pid in (watch or {}).values() if pid),
             ],
             cwd=ROOT,
             capture_output=True,
@@ -166,10 +191,17 @@ def drive(cfg: Config, url: str, requests: list[str], expect: tuple[int, ...] = 
     finally:
         os.unlink(spec.name)
     result: dict = json.loads(output.stdout.strip().splitlines()[-1])
+    spent = result.get("cpu", {})
+    result["cpu_ms"] = {
+        name: 1000 * spent[str(pid)] / result["requests"]
+        for name, pid in (watch or {}).items()
+        if str(pid) in spent and result["requests"]
+    }
     kinds = {k: v for k, v in result.get("error_kinds", {}).items() if v}
     print(
         f"    {result['rps']:.0f} req/s, p50 {result['p50'] or 0:.1f} ms, "
-        f"p99 {result['p99'] or 0:.1f} ms, {result['errors']} errors {kinds or ''}",
+        f"p99 {result['p99'] or 0:.1f} ms, {result['errors']} errors {kinds or ''}"
+        + "".join(f", {name} CPU {ms:.2f} ms/req" for name, ms in result["cpu_ms"].items()),
         flush=True,
     )
     return result
@@ -250,6 +282,8 @@ async def prepare(cfg: Config, url: str) -> dict:
         facts: dict = {
             "users": await conn.fetchval("SELECT count(*) FROM users"),
             "postgres": await conn.fetchval("SHOW server_version"),
+            # For the CPU per request of a row, when PostgreSQL runs on this machine.
+            "postmaster": await postmaster_pid(url),
         }
         facts["sessions"] = await fixtures.seed_sessions(conn, cfg.sessions)
         rng = random.Random(6)
@@ -258,6 +292,8 @@ async def prepare(cfg: Config, url: str) -> dict:
             facts["signin_emails"] = await fixtures.seed_signin_users(conn, cfg.signin_users)
         if "faroe" in cfg.rows:
             facts["faroe_ids"] = await fixtures.sample_user_ids(conn, cfg.tokens)
+        if "forgot" in cfg.rows:
+            facts["forgot_emails"] = await fixtures.forgot_addresses(conn, cfg.forgot_addresses)
     finally:
         await conn.close()
     if "search" in cfg.rows:
@@ -280,6 +316,8 @@ def bench_userkeep(cfg: Config, url: str, facts: dict, results: dict) -> None:
     server, base = start_server(
         url, cfg.workers, RATE_LIMITS="off", FAROE_SECRET=FAROE_SECRET, FAROE_AUTH="hmac"
     )
+    # The server (its supervisor and uvicorn workers) and PostgreSQL: what a request costs.
+    watch = {"app": server.pid, "postgres": facts["postmaster"]}
     try:
         if "me" in cfg.rows:
             print("  GET /v1/auth/me", flush=True)
@@ -299,7 +337,35 @@ def bench_userkeep(cfg: Config, url: str, facts: dict, results: dict) -> None:
                     raw_request("GET", base, "/v1/auth/me", {"Authorization": f"Bearer {t}"})
                     for t in tokens
                 ],
+                watch=watch,
             )
+        if "forgot" in cfg.rows:
+            print("  POST /v1/auth/forgot-password", flush=True)
+            bodies = [json.dumps({"email": e}).encode() for e in facts["forgot_emails"]]
+            json_type = {"Content-Type": "application/json"}
+            check(
+                base,
+                ("POST", "/v1/auth/forgot-password"),
+                200,
+                content=bodies[0],
+                headers=json_type,
+            )
+            try:
+                results["forgot"] = drive(
+                    cfg,
+                    base,
+                    [
+                        raw_request("POST", base, "/v1/auth/forgot-password", json_type, b)
+                        for b in bodies
+                    ],
+                    watch=watch,
+                )
+            finally:
+                # No worker ran: every request left a queued mail job, which no later server
+                # or worker may send.
+                purged = asyncio.run(purge_queued_jobs(url))
+                print(f"    {purged:,} queued mail jobs purged", flush=True)
+            results["forgot"]["purged"] = purged
         if "signin" in cfg.rows:
             print("  POST /v1/auth/signin", flush=True)
             bodies = [
@@ -443,6 +509,16 @@ def ratio(a: dict | None, b: dict | None) -> float | None:
 def render(cfg: Config, facts: dict, results: dict, load: tuple[float, float, float]) -> str:
     tool = next((r["tool"] for r in results.values() if "tool" in r), "-")
     minimal = ratio(results.get("me"), results.get("minimal"))
+    # Cost per request at saturation is the inverse of throughput: a forgot-password request
+    # costs (me req/s) / (forgot req/s) GET /me requests.
+    forgot_cost = ratio(results.get("me"), results.get("forgot"))
+    # The same cost measured as CPU: what the server and PostgreSQL spent per request during
+    # the run. Other load on a shared machine moves req/s far more than it moves this.
+    forgot_cpu = None
+    if results.get("me") and results.get("forgot"):
+        me_ms, forgot_ms = cpu_per_request(results["me"]), cpu_per_request(results["forgot"])
+        if me_ms and forgot_ms:
+            forgot_cpu = forgot_ms / me_ms
     fastapi_users = ratio(results.get("me"), results.get("fastapi-users"))
     hashes = results.get("hash")
     signin = (
@@ -459,11 +535,12 @@ def render(cfg: Config, facts: dict, results: dict, load: tuple[float, float, fl
         f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
         f"- command: `{command()}`",
         f"- data: {facts['users']:,} users, {facts['sessions']:,} sessions; the load cycles "
-        f"through {len(facts['token_indexes']):,} tokens/users, {cfg.signin_users:,} accounts "
-        f"for sign-in, {len(SEARCHES)} searches",
+        f"through {len(facts['token_indexes']):,} tokens/users, "
+        f"{len(facts.get('forgot_emails', [])):,} addresses for forgot-password (half known), "
+        f"{cfg.signin_users:,} accounts for sign-in, {len(SEARCHES)} searches",
         f"- load: {tool}, {cfg.connections} keep-alive connections, {cfg.duration:g} s per row "
         f"after {cfg.warmup:g} s warm-up; servers: {cfg.workers} uvicorn workers each, one "
-        "server at a time, RATE_LIMITS=off",
+        "server at a time, RATE_LIMITS=off; Userkeep with JOBS_IN_SERVE=false",
         "",
         "| row | req/s | p50 ms | p99 ms | errors | ratio |",
         "|---|---:|---:|---:|---:|---|",
@@ -486,6 +563,21 @@ def render(cfg: Config, facts: dict, results: dict, load: tuple[float, float, fl
         if value is not None
     )
     row("GET /v1/auth/me", "me", me_note)
+    forgot = results.get("forgot")
+    forgot_note = ""
+    if forgot_cost is not None:
+        forgot_note = f"{forgot_cost:.2f}x the cost of /me by req/s"
+    if forgot_cpu is not None:
+        me_ms, forgot_ms = cpu_per_request(results["me"]), cpu_per_request(results["forgot"])
+        forgot_note += (
+            f", {forgot_cpu:.2f}x by CPU per request (server + PostgreSQL {forgot_ms:.2f} ms, "
+            f"/me {me_ms:.2f} ms)"
+        )
+    if forgot:
+        forgot_note += (
+            f"; no job worker (JOBS_IN_SERVE=false), {forgot['purged']:,} queued mail jobs purged"
+        )
+    row("POST /v1/auth/forgot-password", "forgot", forgot_note)
     row(
         "POST /v1/auth/signin",
         "signin",
@@ -511,11 +603,28 @@ def render(cfg: Config, facts: dict, results: dict, load: tuple[float, float, fl
         )
     if me and me["p99"] is not None:
         targets.append(f"/me p99 ≤ 50 ms: {_verdict(me['p99'] <= 50)} ({me['p99']:.1f} ms)")
+    if forgot_cost is not None:
+        by_cpu = ""
+        if forgot_cpu is not None:
+            by_cpu = f", by CPU {_verdict(forgot_cpu <= FORGOT_MAX_COST)} ({forgot_cpu:.2f}x)"
+        targets.append(
+            f"forgot-password ≤ {FORGOT_MAX_COST:g}x the cost of /me: by req/s "
+            f"{_verdict(forgot_cost <= FORGOT_MAX_COST)} ({forgot_cost:.2f}x){by_cpu}"
+        )
     if signin is not None:
         targets.append(f"sign-in ≥ 0.9x hash ceiling: {_verdict(signin >= 0.9)} ({signin:.2f}x)")
     if targets:
         lines += ["", "Targets: " + "; ".join(targets) + "."]
     return "\n".join(lines) + "\n"
+
+
+def cpu_per_request(result: dict) -> float | None:
+    """ms of CPU the server and PostgreSQL spent per request of a row (None when unknown:
+    psutil missing, or PostgreSQL on another machine)."""
+    spent = result.get("cpu_ms", {})
+    if "app" not in spent or "postgres" not in spent:
+        return None
+    return float(spent["app"] + spent["postgres"])
 
 
 def _verdict(ok: bool) -> str:
@@ -534,7 +643,7 @@ def main() -> None:
         cfg.db_url = url
         print("preparing the bench database…", flush=True)
         facts = asyncio.run(prepare(cfg, url))
-        if {"me", "signin", "search", "faroe"} & set(cfg.rows):
+        if {"me", "forgot", "signin", "search", "faroe"} & set(cfg.rows):
             print(f"Userkeep ({cfg.workers} workers)", flush=True)
             bench_userkeep(cfg, url, facts, results)
         if "minimal" in cfg.rows:

@@ -15,6 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from app import clock
+from app.ids import Prefix, new_id
 from app.main import create_app
 from tests.admin_support import audit_rows, auth, default_app, make_admin, make_app, make_user
 from tests.conftest import make_settings
@@ -314,6 +315,46 @@ async def test_forgot_password_answers_the_same_for_an_unknown_address(client, a
     await box.next_to(known, seen=1)
     await box.settle(app)
     assert box.mails("nobody@example.com") == []
+
+
+@pytest.mark.parametrize("path", ["/v1/auth/forgot-password", "/v1/auth/verify-email/send"])
+async def test_a_mail_by_address_goes_to_the_app_and_environment_named(client, pg, path):
+    """The refs of a request by address resolve as everywhere else (tenancy.resolve_ids is
+    tenancy.resolve in one statement): slug or id, the app's default environment when none is
+    named, headers when the body names none, and 404 for what is not there."""
+    default = await default_app(pg)
+    shop = await make_app(pg, "shop")
+    staging = new_id(Prefix.ENV)
+    await pg.execute(
+        "INSERT INTO environments (id, app_id, slug, name, is_default) "
+        "VALUES ($1, $2, 'staging', 'Staging', false)",
+        staging,
+        shop[0],
+    )
+    cases: list[tuple[dict[str, str], dict[str, str], tuple[str, str] | str]] = [
+        ({}, {}, default),
+        ({"app_id": "shop"}, {}, shop),
+        ({"app_id": shop[0]}, {}, shop),
+        ({"app_id": "shop", "env_id": "staging"}, {}, (shop[0], staging)),
+        ({"app_id": shop[0], "env_id": staging}, {}, (shop[0], staging)),
+        ({}, {"X-App-Id": "shop", "X-Env-Id": "staging"}, (shop[0], staging)),
+        ({"app_id": "nope"}, {}, "app not found"),
+        ({"app_id": new_id(Prefix.APP)}, {}, "app not found"),
+        ({"app_id": "shop", "env_id": "nope"}, {}, "environment not found"),
+        # Another app's environment is no environment of this one.
+        ({"app_id": "shop", "env_id": default[1]}, {}, "environment not found"),
+    ]
+    for refs, headers, expected in cases:
+        email = unique_email("refs")
+        answer = await client.post(path, json={"email": email, **refs}, headers=headers)
+        if isinstance(expected, str):
+            assert answer.status_code == 404 and expected in answer.text, (refs, answer.text)
+            continue
+        assert answer.status_code == 200, (refs, answer.text)
+        row = await pg.fetchrow("SELECT payload, headers FROM pgqueuer ORDER BY id DESC LIMIT 1")
+        payload, job_headers = json.loads(row["payload"]), json.loads(row["headers"])
+        assert payload["email"] == email, refs
+        assert (job_headers["userkeep_app_id"], payload["env_id"]) == expected, refs
 
 
 async def test_a_deleted_user_gets_no_reset_mail_and_its_code_dies(client, app, pg, box):

@@ -13,6 +13,7 @@ from app.api.deps import (
     HashAdmission,
     Hasher,
     Limits,
+    Lookups,
     MaybeCaller,
     Tenant,
     rate_limit,
@@ -72,6 +73,7 @@ NO_ADDRESS = "give an e-mail address, or a bearer token"
 async def send_verification(
     body: VerifySendIn,
     db: Db,
+    lookups: Lookups,
     origin: From,
     tenant: Tenant,
     rules: Limits,
@@ -84,7 +86,7 @@ async def send_verification(
         raise AuthenticationRequired(NO_ADDRESS)
     fields = {**tenant, **body.model_dump(exclude_unset=True)}
     await email_flows.send_verification(
-        db, rules, origin, fields, caller if body.email is None else None
+        db, lookups, rules, origin, fields, caller if body.email is None else None
     )
     return OK
 
@@ -126,12 +128,12 @@ async def verify_email(
     | answer(OK),
 )
 async def forgot_password(
-    body: AddressIn, db: Db, origin: From, tenant: Tenant, rules: Limits
+    body: AddressIn, db: Db, lookups: Lookups, origin: From, tenant: Tenant, rules: Limits
 ) -> dict[str, str]:
     """Send a reset code and link to the address if an account has it. Always
     `{"status": "ok"}`, in the same time, known address or not."""
     fields = {**tenant, **body.model_dump(exclude_unset=True)}
-    await email_flows.forgot_password(db, rules, origin, fields)
+    await email_flows.forgot_password(db, lookups, rules, origin, fields)
     return OK
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from app.db import retrying
+from app.db import LookupPool, retrying
 from app.errors import (
     Conflict,
     EmailNotVerified,
@@ -141,19 +141,22 @@ async def on_signup(db: AsyncSession, user: User, origin: Origin) -> None:
 
 
 async def _by_address(
-    db: AsyncSession, rules: Rules, what: Mail, origin: Origin, fields: dict[str, Any]
+    db: AsyncSession,
+    lookups: LookupPool,
+    rules: Rules,
+    what: Mail,
+    origin: Origin,
+    fields: dict[str, Any],
 ) -> None:
+    app_id, env_id = await tenancy.resolve_ids(lookups, fields.get("app_id"), fields.get("env_id"))
+    await rules.mail_to(env_id, fields["email"])
     async with db.begin():
-        env = await tenancy.resolve(db, fields.get("app_id"), fields.get("env_id"))
-    await rules.mail_to(env.id, fields["email"])
-    async with db.begin():
-        await _enqueue(
-            db, env.app_id, what, Requester(origin), env_id=env.id, email=fields["email"]
-        )
+        await _enqueue(db, app_id, what, Requester(origin), env_id=env_id, email=fields["email"])
 
 
 async def send_verification(
     db: AsyncSession,
+    lookups: LookupPool,
     rules: Rules,
     origin: Origin,
     fields: dict[str, Any],
@@ -161,7 +164,7 @@ async def send_verification(
 ) -> None:
     """POST /v1/auth/verify-email/send: for the bearer's address, or the one named."""
     if principal is None:
-        await _by_address(db, rules, Mail.VERIFY, origin, fields)
+        await _by_address(db, lookups, rules, Mail.VERIFY, origin, fields)
         return
     user = principal.user
     await rules.mail_to(user.env_id, user.email)
@@ -171,9 +174,9 @@ async def send_verification(
 
 
 async def forgot_password(
-    db: AsyncSession, rules: Rules, origin: Origin, fields: dict[str, Any]
+    db: AsyncSession, lookups: LookupPool, rules: Rules, origin: Origin, fields: dict[str, Any]
 ) -> None:
-    await _by_address(db, rules, Mail.RESET, origin, fields)
+    await _by_address(db, lookups, rules, Mail.RESET, origin, fields)
 
 
 async def change_email(
