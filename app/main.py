@@ -29,6 +29,7 @@ from app.errors import (
 )
 from app.metrics import Metrics
 from app.middleware import BodyLimit, Observe, RequestId, SecurityHeaders
+from app.security import secret_box
 from app.security.passwords import PasswordHasher
 from app.services import jobs, ratelimit, tenancy
 from app.settings import Settings, get_settings, unsafe_modes
@@ -166,6 +167,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     for message in unsafe_modes(settings):
         log.warning(message)
+    secret_box.announce(settings)
     embedded = None
     if settings.database_url:
         url = settings.database_url
