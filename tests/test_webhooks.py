@@ -2,6 +2,7 @@
 127.0.0.1, and each delivery verified with the `standardwebhooks` library as a receiver would."""
 
 import asyncio
+import ipaddress
 import json
 import os
 import time
@@ -12,6 +13,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app import clock
+from app.services import webhooks
 from tests.admin_support import auth, default_app, make_admin, make_app, make_key
 from tests.faroe_support import FaroeServerDouble
 from tests.helpers import PASSWORD, signup, unique_email
@@ -365,3 +367,35 @@ async def test_a_deleted_user_is_delivered_with_its_view(client, app, database_u
         (request,) = await hook.wait_for(1)
     body = _verify(created["secret"], request)
     assert body["type"] == "user.deleted" and body["data"]["deleted_at"] is not None
+
+
+async def test_a_purged_user_is_delivered_as_its_id_alone(
+    client, app, database_url, pg, root, hook
+):
+    created = await _create(client, root, hook.url, ["user.purged"])
+    user_id = (await signup(client))["user"]["id"]
+    assert (await client.delete(f"/v1/admin/users/{user_id}", headers=root)).status_code == 200
+    async with worker(app, database_url):
+        purged = await client.post(f"/v1/admin/users/{user_id}/purge", headers=root)
+        assert purged.status_code == 200, purged.text
+        (request,) = await hook.wait_for(1)
+    body = _verify(created["secret"], request)
+    assert body == {"type": "user.purged", "timestamp": body["timestamp"], "data": {"id": user_id}}
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.169.254", "0.0.0.0", "224.0.0.1",  # noqa: S104
+     "100.64.0.1", "::1", "fe80::1", "::ffff:127.0.0.1", "fc00::1"],
+)  # fmt: skip
+async def test_the_guard_refuses_non_public_addresses(address):
+    with pytest.raises(webhooks.Refused):
+        await webhooks.resolve(address, 443, allow_private=False)
+    allowed = await webhooks.resolve(address, 443, allow_private=True)
+    assert ipaddress.ip_address(allowed) == ipaddress.ip_address(address)
+
+
+async def test_the_guard_checks_what_a_name_resolves_to():
+    with pytest.raises(webhooks.Refused, match="localhost resolves to"):
+        await webhooks.resolve("localhost", 80, allow_private=False)
+    assert await webhooks.resolve("93.184.215.14", 443, allow_private=False) == "93.184.215.14"

@@ -7,6 +7,9 @@ Thin: parse, call services/webhooks, shape. The callers are those of every admin
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.routing import APIRoute
+from starlette.routing import Match
+from starlette.types import Scope
 
 from app.api.admin import APP_NOT_FOUND, CALLER, Admin
 from app.api.deps import Config, Db, From, rate_limit
@@ -29,8 +32,26 @@ from app.api.webhook_schemas import (
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.services import webhooks
 
+
+class _Route(APIRoute):
+    """A `{webhook_id}` segment never captures the fixed `/event-types` (concrete paths match
+    before templated ones), so e.g. `PATCH /webhooks/event-types` is a 405 naming GET."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if (
+            match is not Match.NONE
+            and child.get("path_params", {}).get("webhook_id") == "event-types"
+        ):
+            return Match.NONE, {}
+        return match, child
+
+
 router = APIRouter(
-    prefix="/v1/admin/webhooks", tags=["admin"], dependencies=[Depends(rate_limit("admin"))]
+    prefix="/v1/admin/webhooks",
+    tags=["admin"],
+    dependencies=[Depends(rate_limit("admin"))],
+    route_class=_Route,
 )
 
 WEBHOOK_NOT_FOUND = NotFound("webhook not found")
