@@ -185,6 +185,21 @@ async def test_a_faroe_create_user_delivers_user_created(client, app, database_u
     )
 
 
+async def test_a_faroe_email_update_delivers_user_email_changed(
+    client, app, database_url, root, hook
+):
+    created = await _create(client, root, hook.url, ["user.email_changed"])
+    faroe = FaroeServerDouble(client)
+    hash_, algorithm_id, salt = faroe.hash_password(PASSWORD, os.urandom(16))
+    user = await faroe.create_user(unique_email("faroe"), hash_, algorithm_id, salt)
+    new_email = unique_email("moved")
+    async with worker(app, database_url):
+        await faroe.update_user_email_address(user.id, new_email, user.email_address_counter)
+        (request,) = await hook.wait_for(1)
+    body = _verify(created["secret"], request)
+    assert (body["type"], body["data"]["email"]) == ("user.email_changed", new_email)
+
+
 async def test_a_rolled_back_change_raises_nothing(client, pg, root, hook):
     await _create(client, root, hook.url, ["user.created"])
     taken = await signup(client)

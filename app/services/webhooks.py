@@ -147,7 +147,9 @@ CATALOG: tuple[EventType, ...] = (
     EventType("user.unbanned", "a user's ban was lifted", ("user.unbanned",)),
     EventType("user.email_verified", "a user verified their address", ("user.email_verified",)),
     EventType(
-        "user.email_changed", "a user confirmed a new e-mail address", ("user.email_changed",)
+        "user.email_changed",
+        "a user confirmed a new e-mail address (or Faroe changed it)",
+        ("user.email_changed",),
     ),
     EventType(
         "user.password_changed",
@@ -176,6 +178,20 @@ EVENT_TYPES = {event.name: event for event in CATALOG}
 # What an endpoint may subscribe to: every event but the test, which goes to one endpoint.
 SUBSCRIBABLE = tuple(event.name for event in CATALOG if event.name != TEST_EVENT)
 EVENT_OF_ACTION = {action: event.name for event in CATALOG for action in event.actions}
+# Faroe's update_user_email_address is the end of Faroe's own e-mail change flow: it writes
+# `user.updated` (fields: email), but what happened is the REST door's `user.email_changed`.
+FAROE_EMAIL_UPDATE = "update_user_email_address"
+
+
+def event_type_of(event: AuditEvent) -> str | None:
+    """The catalog event an audit row means, or None."""
+    if event.action == "user.updated" and (
+        (event.event_metadata or {}).get("faroe_action") == FAROE_EMAIL_UPDATE
+    ):
+        return "user.email_changed"
+    return EVENT_OF_ACTION.get(event.action)
+
+
 # The audit action of POST …/test: its id is the test event's webhook-id.
 TESTED_ACTION = "webhook.tested"
 
@@ -199,7 +215,7 @@ def raise_events(connection: Connection, events: Sequence[AuditEvent]) -> None:
     """For each new audit row that means a catalog event: one fan-out job if the app listens.
     Synchronous: it runs inside the flush that writes the rows."""
     for event in events:
-        event_type = EVENT_OF_ACTION.get(event.action)
+        event_type = event_type_of(event)
         if event_type is None or event.app_id is None:
             continue
         jobs.enqueue_where(
@@ -243,7 +259,7 @@ async def build_body(db: AsyncSession, event_id: str) -> tuple[str, str] | None:
             "message": "a test event from Userkeep",
         }
     else:
-        found = EVENT_OF_ACTION.get(event.action)
+        found = event_type_of(event)
         if found is None:
             return None
         event_type = found
