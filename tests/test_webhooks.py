@@ -5,6 +5,7 @@ import asyncio
 import ipaddress
 import json
 import os
+import signal
 import time
 from datetime import timedelta
 from typing import Any
@@ -15,8 +16,10 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from app import clock
 from app.services import webhooks
 from tests.admin_support import auth, default_app, make_admin, make_app, make_key
+from tests.conftest import SECRET_KEY
 from tests.faroe_support import FaroeServerDouble
 from tests.helpers import PASSWORD, signup, unique_email
+from tests.test_jobs import wait_started, worker_process
 from tests.webhook_support import Answer, receiver, worker
 
 BASE = "/v1/admin/webhooks"
@@ -414,3 +417,31 @@ async def test_the_guard_checks_what_a_name_resolves_to():
     with pytest.raises(webhooks.Refused, match="localhost resolves to"):
         await webhooks.resolve("localhost", 80, allow_private=False)
     assert await webhooks.resolve("93.184.215.14", 443, allow_private=False) == "93.184.215.14"
+
+
+async def test_a_worker_killed_mid_delivery_delivers_again_with_the_same_id(
+    client, root, hook, database_url
+):
+    """SIGKILL while the receiver holds the request: after the heartbeat timeout another
+    worker sends it again, with the same webhook-id (receivers drop the duplicate by it)."""
+    created = await _create(client, root, hook.url, ["user.created"])
+    hook.answer(Answer(200, delay=8), Answer(200))
+    env = {
+        "SECRET_KEY": SECRET_KEY,
+        "WEBHOOK_ALLOW_PRIVATE": "true",
+    }
+    with worker_process(database_url, **env) as first:
+        wait_started(first)
+        await signup(client)
+        await hook.wait_for(1, seconds=30)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    with worker_process(database_url, **env) as second:
+        wait_started(second)
+        first_request, again = await hook.wait_for(2, seconds=30)
+        (row,) = await _deliveries(client, root, created["id"], 1, seconds=30)
+    assert again.headers["webhook-id"] == first_request.headers["webhook-id"]
+    _verify(created["secret"], again)
+    # The killed run recorded nothing; a run taken over after the heartbeat timeout is not a
+    # retry (pgqueuer counts retries), so the one row says attempt 1.
+    assert (row["status"], row["attempt"]) == ("succeeded", 1)

@@ -27,6 +27,7 @@ class Answer:
     status: int = 200
     body: bytes = b"ok"
     headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds before answering (a slow receiver)
 
 
 class Receiver:
@@ -37,6 +38,7 @@ class Receiver:
         self.requests: list[Received] = []
         self.answers: list[Answer] = [Answer()]
         self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
         self.port = 0
 
     @property
@@ -53,9 +55,16 @@ class Receiver:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            # A handler still holding a request (a delayed answer) ends with the receiver.
+            for handler in self._handlers:
+                handler.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
         try:
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
@@ -68,6 +77,7 @@ class Receiver:
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             self.requests.append(Received(method, target, headers, body))
             answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+            await asyncio.sleep(answer.delay)
             extra = "".join(f"{k}: {v}\r\n" for k, v in answer.headers.items())
             writer.write(
                 f"HTTP/1.1 {answer.status} X\r\ncontent-length: {len(answer.body)}\r\n"
@@ -79,6 +89,7 @@ class Receiver:
             pass
         finally:
             writer.close()
+            self._handlers.discard(task)
 
     async def wait_for(self, count: int, seconds: float = 20) -> list[Received]:
         deadline = time.monotonic() + seconds
