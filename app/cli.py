@@ -31,8 +31,10 @@ def worker(settings: Settings) -> None:
     """Run jobs only (a dedicated node): JOBS_CONCURRENCY at once, until SIGTERM, SIGINT or
     SIGHUP."""
     from app import logs
+    from app.security import secret_box
 
     logs.configure(settings.log_level)
+    secret_box.announce(settings)
     with embedded.database_url(settings) as url:
         database.migrate(url)
         asyncio.run(_work(settings, url))

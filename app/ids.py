@@ -14,6 +14,8 @@ class Prefix(StrEnum):
     FAMILY = "asfm"
     API_KEY = "akey"
     AUDIT = "aevt"
+    WEBHOOK = "awhk"
+    WEBHOOK_DELIVERY = "awdl"
 
 
 def new_id(prefix: Prefix) -> str:

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from app import db as database
-from app.api import admin, auth, auth_email, docs, faroe, health, pages
+from app.api import admin, admin_webhooks, auth, auth_email, docs, faroe, health, pages
 from app.api.openapi import operation_id, restore_null_examples
 from app.errors import (
     TYPE_OF_STATUS,
@@ -29,6 +29,7 @@ from app.errors import (
 )
 from app.metrics import Metrics
 from app.middleware import BodyLimit, Observe, RequestId, SecurityHeaders
+from app.security import secret_box
 from app.security.passwords import PasswordHasher
 from app.services import jobs, ratelimit, tenancy
 from app.settings import Settings, get_settings, unsafe_modes
@@ -166,6 +167,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     for message in unsafe_modes(settings):
         log.warning(message)
+    secret_box.announce(settings)
     embedded = None
     if settings.database_url:
         url = settings.database_url
@@ -259,6 +261,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(auth_email.router)
     app.include_router(admin.router)
+    app.include_router(admin_webhooks.router)
     app.include_router(faroe.router)
     app.include_router(health.router)
     # The pages the mails' links open when an app has no front end of its own (PUBLIC_URL).

@@ -16,7 +16,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field, SQLModel
 
 
@@ -221,6 +221,54 @@ class EmailCode(SQLModel, table=True):
     attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False))
     created_at: datetime = _ts(nullable=False)
     expires_at: datetime = _ts(nullable=False)
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """Where an app's events are POSTed (migration 0011). `secret` and `previous_secret` are
+    secret_box ciphertexts bound to the endpoint's id, never the `whsec_…` itself."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_app", "app_id", "id"),)
+
+    id: str = Field(primary_key=True)
+    app_id: str = Field(
+        sa_column=Column(Text, ForeignKey("apps.id", ondelete="CASCADE"), nullable=False)
+    )
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    description: str = Field(default="", sa_column=Column(Text, nullable=False))
+    events: list[str] = Field(sa_column=Column(ARRAY(Text), nullable=False))
+    enabled: bool = Field(default=True, sa_column=Column(Boolean, nullable=False))
+    disabled_reason: str | None = Field(default=None, sa_column=Column(Text))
+    secret: str = Field(sa_column=Column(Text, nullable=False))
+    previous_secret: str | None = Field(default=None, sa_column=Column(Text))
+    previous_secret_expires_at: datetime | None = _ts()
+    failing_since: datetime | None = _ts()
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One delivery attempt of one event to one endpoint."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),)
+
+    id: str = Field(primary_key=True)
+    endpoint_id: str = Field(
+        sa_column=Column(
+            Text, ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    event_id: str = Field(sa_column=Column(Text, nullable=False))
+    event_type: str = Field(sa_column=Column(String(64), nullable=False))
+    attempt: int = Field(sa_column=Column(Integer, nullable=False))
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+    http_status: int | None = Field(default=None, sa_column=Column(Integer))
+    duration_ms: int | None = Field(default=None, sa_column=Column(Integer))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    response_body: str | None = Field(default=None, sa_column=Column(Text))
+    next_retry_at: datetime | None = _ts()
+    created_at: datetime = _ts(nullable=False)
 
 
 # Indexes of migration 0002 behind the admin user list: trigram GIN indexes for the partial

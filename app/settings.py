@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.limits import parse_limits
 
 FAROE_SECRET_MIN_BYTES = 32
+SECRET_KEY_MIN_BYTES = 32
 
 
 class Settings(BaseSettings):
@@ -178,6 +179,22 @@ class Settings(BaseSettings):
         description="app (slug or aapp_ id) whose default environment Faroe's users live in",
     )
 
+    # The key of app/security/secret_box.py: what it encrypts (webhook secrets, later TOTP
+    # secrets and JWT signing keys) is unreadable without it. Unset: one is made at first start
+    # into DATA_DIR/secret_key and reused; several nodes must then be given one SECRET_KEY.
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description=f"key (at least {SECRET_KEY_MIN_BYTES} bytes) the service encrypts its stored "
+        "secrets under; unset or empty = one generated into DATA_DIR/secret_key at first start",
+    )
+    # Webhooks (app/services/webhooks.py). Refusing private destinations keeps an app's admin
+    # from making the service probe its own network; allowing them is an unsafe mode.
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="deliver webhooks to loopback, private and link-local addresses (tests, "
+        "a receiver on the same private network)",
+    )
+
     # Rate limits, shared by every node: in PostgreSQL, or in Redis when REDIS_URL is set. Each
     # rule is a comma-separated list of COUNT/SECONDS windows that must all hold. Turning them
     # off is an unsafe mode that must be asked for by name (RATE_LIMITS=off).
@@ -250,6 +267,19 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"must be at least {FAROE_SECRET_MIN_BYTES} bytes (UTF-8); make one with "
                 '`python -c "import secrets; print(secrets.token_hex(32))"`'
+            )
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        # Every stored secret's safety rests on this key: 32 bytes is AES-256's key size.
+        if len(value.get_secret_value().encode("utf-8")) < SECRET_KEY_MIN_BYTES:
+            raise ValueError(
+                f"must be at least {SECRET_KEY_MIN_BYTES} bytes (UTF-8); make one with "
+                '`python -c "import secrets; print(secrets.token_urlsafe(32))"`'
             )
         return value
 
@@ -447,6 +477,11 @@ def unsafe_modes(settings: Settings) -> list[str]:
         modes.append(
             "RATE_LIMITS=off: no rate limit on any route (sign-in, sign-up, refresh, admin, "
             "Faroe); password guessing is unlimited"
+        )
+    if settings.webhook_allow_private:
+        modes.append(
+            "WEBHOOK_ALLOW_PRIVATE=true: webhooks may be delivered to loopback, private and "
+            "link-local addresses; an app's admin can make the service call its own network"
         )
     return modes
 

@@ -11,6 +11,9 @@ import asyncpg
 from app import clock
 from app.ids import Prefix, new_id
 from app.security import tokens
+from app.security.secret_box import SecretBox
+from app.services import webhooks
+from tests.conftest import SECRET_KEY
 
 
 def auth(token: str) -> dict[str, str]:
@@ -120,6 +123,8 @@ class World:
     deleted: str = ""  # a soft-deleted user of acme, inside the retention window
     spare_key: str = ""  # a live API key of acme, not used as a caller
     failed_job: int = 0  # a job of acme that failed for good
+    webhook: str = ""  # a webhook endpoint of acme
+    delivery: str = ""  # one delivery attempt to it
 
 
 async def build_world(pg: asyncpg.Connection) -> World:
@@ -163,7 +168,35 @@ async def _build_world(pg: asyncpg.Connection) -> World:
     world.deleted = await make_user(pg, world.acme, deleted_at=now - timedelta(days=1))
     _, world.spare_key = await make_key(pg, world.acme[0])
     world.failed_job = await make_failed_job(pg, world.acme[0])
+    world.webhook, world.delivery = await make_webhook(pg, world.acme[0])
     return world
+
+
+async def make_webhook(pg: asyncpg.Connection, app_id: str) -> tuple[str, str]:
+    """An enabled endpoint of the app for user.created, with one failed delivery: (ids)."""
+    webhook_id = new_id(Prefix.WEBHOOK)
+    secret = SecretBox(SECRET_KEY.encode()).encrypt(
+        webhooks.SECRET_PURPOSE, webhooks.new_secret(), webhook_id
+    )
+    now = clock.now()
+    await pg.execute(
+        "INSERT INTO webhook_endpoints (id, app_id, url, events, secret, created_at, updated_at) "
+        "VALUES ($1, $2, 'https://hooks.acme.example/in', '{user.created}', $3, $4, $4)",
+        webhook_id,
+        app_id,
+        secret,
+        now,
+    )
+    delivery_id = new_id(Prefix.WEBHOOK_DELIVERY)
+    await pg.execute(
+        "INSERT INTO webhook_deliveries (id, endpoint_id, event_id, event_type, attempt, status, "
+        "http_status, created_at) VALUES ($1, $2, $3, 'user.created', 1, 'failed', 500, $4)",
+        delivery_id,
+        webhook_id,
+        new_id(Prefix.AUDIT),
+        now,
+    )
+    return webhook_id, delivery_id
 
 
 async def make_failed_job(pg: asyncpg.Connection, app_id: str) -> int:

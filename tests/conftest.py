@@ -67,6 +67,7 @@ def database_url() -> Iterator[str]:
 
 # The key tests/faroe_support.py signs with (FAROE_SECRET needs at least 32 bytes).
 FAROE_SECRET = "test-faroe-secret-of-at-least-32-bytes"
+SECRET_KEY = "test-secret-key-of-at-least-32-bytes-long"
 
 
 def make_settings(url: str, **overrides: object) -> Settings:
@@ -84,6 +85,10 @@ def make_settings(url: str, **overrides: object) -> Settings:
         "jobs_in_serve": False,
         # The file mailer, whatever MAIL_URL the developer's shell has: tests send no real mail.
         "mail_url": None,
+        # A fixed key: no generated DATA_DIR/secret_key file, no warning at start.
+        "secret_key": SECRET_KEY,
+        # The webhook receiver of tests/test_webhooks.py listens on 127.0.0.1.
+        "webhook_allow_private": True,
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[arg-type,call-arg,unused-ignore]
@@ -124,7 +129,8 @@ async def clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     try:
         await conn.execute(
             "TRUNCATE audit_events, email_codes, sessions, users, api_keys, rate_limits, "
-            "user_counts, jobs, pgqueuer, pgqueuer_log, pgqueuer_statistics"
+            "user_counts, jobs, pgqueuer, pgqueuer_log, pgqueuer_statistics, "
+            "webhook_endpoints, webhook_deliveries"
         )
         await conn.execute("DELETE FROM apps WHERE slug <> 'default'")
         await conn.execute(

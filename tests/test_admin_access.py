@@ -78,6 +78,25 @@ ROUTES = {
     "get job": Route("GET", "/v1/admin/jobs/{job}", special=OTHER_404),
     "retry job": Route("POST", "/v1/admin/jobs/{job}/retry", action="job.retried",
                        special=OTHER_404),
+    "webhook event types": Route("GET", "/v1/admin/webhooks/event-types"),
+    "list webhooks": Route("GET", "/v1/admin/webhooks"),
+    "create webhook": Route("POST", "/v1/admin/webhooks",
+                            {"url": "https://hooks.example.com/in", "events": ["user.created"]},
+                            201, "webhook.created"),
+    "get webhook": Route("GET", "/v1/admin/webhooks/{webhook}", special=OTHER_404),
+    "patch webhook": Route("PATCH", "/v1/admin/webhooks/{webhook}", {"description": "CRM"},
+                           action="webhook.updated", special=OTHER_404),
+    "delete webhook": Route("DELETE", "/v1/admin/webhooks/{webhook}", action="webhook.deleted",
+                            special=OTHER_404),
+    "rotate webhook secret": Route("POST", "/v1/admin/webhooks/{webhook}/rotate-secret",
+                                   action="webhook.secret_rotated", special=OTHER_404),
+    "test webhook": Route("POST", "/v1/admin/webhooks/{webhook}/test", ok=202,
+                          action="webhook.tested", special=OTHER_404),
+    "list webhook deliveries": Route("GET", "/v1/admin/webhooks/{webhook}/deliveries",
+                                     special=OTHER_404),
+    "retry webhook delivery": Route("POST",
+                                    "/v1/admin/webhooks/{webhook}/deliveries/{delivery}/retry",
+                                    ok=202, action="webhook.delivery_retried", special=OTHER_404),
 }  # fmt: skip
 
 # Callers that never get past authentication, whatever the route.
@@ -99,6 +118,8 @@ def _path(route: Route, world: World) -> str:
         session=world.target_session,
         key=world.spare_key,
         job=world.failed_job,
+        webhook=world.webhook,
+        delivery=world.delivery,
     )
 
 

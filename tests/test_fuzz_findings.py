@@ -25,6 +25,14 @@ async def test_users_purge_is_not_a_user_id(client, pg):
         assert response.headers["allow"] == "POST"
 
 
+async def test_webhook_event_types_is_not_a_webhook_id(client, pg):
+    headers = auth(await make_admin(pg, await default_app(pg)))
+    for method in ("PATCH", "DELETE"):
+        response = await client.request(method, "/v1/admin/webhooks/event-types", headers=headers)
+        assert response.status_code == 405, (method, response.text)
+        assert response.headers["allow"] == "GET"
+
+
 @pytest.mark.parametrize(
     "content",
     [

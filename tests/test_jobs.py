@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import timedelta
 from itertools import pairwise
 from typing import Any
 
@@ -73,6 +74,18 @@ async def test_a_rolled_back_change_enqueues_nothing(app, pg, runs):
     assert await pg.fetchval("SELECT array_agg(id) FROM pgqueuer") == [world.failed_job]
     assert await pg.fetchval("SELECT array_agg(id) FROM jobs") == [world.failed_job]
     assert await pg.fetchval("SELECT name FROM users WHERE id = $1", world.target) != "Renamed"
+
+
+def test_a_retry_schedule_is_followed_then_the_job_fails() -> None:
+    retry = jobs.Retry.after(timedelta(seconds=5), timedelta(minutes=5), timedelta(hours=1))
+    assert retry.max_attempts == 4
+    assert [retry.delay(n) for n in (1, 2, 3)] == [
+        timedelta(seconds=5),
+        timedelta(minutes=5),
+        timedelta(hours=1),
+    ]
+    with pytest.raises(ValueError):
+        jobs.Retry.after()
 
 
 async def test_enqueue_outside_a_transaction_is_refused(app):

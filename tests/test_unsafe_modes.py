@@ -8,10 +8,14 @@ import pytest
 from app.main import create_app
 from tests.conftest import make_settings
 
-SAFE = {"faroe_auth": "hmac", "rate_limits": "on"}
+SAFE: dict[str, object] = {
+    "faroe_auth": "hmac",
+    "rate_limits": "on",
+    "webhook_allow_private": False,
+}
 
 
-async def _start_and_stop(database_url: str, caplog: pytest.LogCaptureFixture, **overrides: str):
+async def _start_and_stop(database_url: str, caplog: pytest.LogCaptureFixture, **overrides: object):
     caplog.set_level(logging.WARNING, logger="userkeep")
     application = create_app(make_settings(database_url, **{**SAFE, **overrides}))
     async with application.router.lifespan_context(application):
@@ -28,16 +32,17 @@ async def _start_and_stop(database_url: str, caplog: pytest.LogCaptureFixture, *
     [
         ({"faroe_auth": "none"}, "signature"),
         ({"rate_limits": "off"}, "rate limit"),
+        ({"webhook_allow_private": True}, "private"),
     ],
-    ids=["faroe-auth-none", "rate-limits-off"],
+    ids=["faroe-auth-none", "rate-limits-off", "webhook-allow-private"],
 )
 async def test_an_unsafe_mode_is_logged_once_at_start(
-    database_url: str, caplog: pytest.LogCaptureFixture, overrides: dict[str, str], disabled: str
+    database_url: str, caplog: pytest.LogCaptureFixture, overrides: dict[str, object], disabled: str
 ) -> None:
     warnings = await _start_and_stop(database_url, caplog, **overrides)
     ((name, value),) = overrides.items()
     assert len(warnings) == 1, warnings
-    assert warnings[0].startswith(f"{name.upper()}={value}")
+    assert warnings[0].startswith(f"{name.upper()}={str(value).lower()}")
     assert disabled in warnings[0]
 
 

@@ -69,6 +69,8 @@ EXAMPLE_ID = {
     Prefix.FAMILY: "asfm_01jhmmty73f4w8q3pv4956p94a",
     Prefix.API_KEY: "akey_01jhssjhm3ft98x3ygnrq1n54j",
     Prefix.AUDIT: "aevt_01jhmms4kbecr9y64cpr8903wy",
+    Prefix.WEBHOOK: "awhk_01jhst2a9ef0hbx0n8k6wq3m7d",
+    Prefix.WEBHOOK_DELIVERY: "awdl_01jhmms5c2e6ksv1yq8tm4x0bz",
 }
 
 

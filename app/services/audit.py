@@ -1,8 +1,15 @@
-"""The audit trail: one row per auth event or admin action, in the caller's transaction."""
+"""The audit trail: one row per auth event or admin action, in the caller's transaction.
+
+It is also where webhooks are raised: every event of either door passes through `record`, so a
+flush hook here (below) hands each new row to app/services/webhooks.py in the same flush, and a
+caller can neither forget to raise an event nor raise one for a change that rolls back.
+"""
 
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import event
+from sqlalchemy.orm import Session, UOWTransaction
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import clock
@@ -49,11 +56,13 @@ def record(
     actor_id: str | None = None,
     target_user_id: str | None = None,
     metadata: dict[str, Any] | None = None,
-) -> None:
-    """Add the event to the session; it is written by the same commit as the change it records."""
+) -> str:
+    """Add the event to the session; it is written by the same commit as the change it records.
+    Returns its id."""
+    event_id = new_id(Prefix.AUDIT)
     db.add(
         AuditEvent(
-            id=new_id(Prefix.AUDIT),
+            id=event_id,
             app_id=app_id,
             env_id=env_id,
             action=action,
@@ -66,6 +75,20 @@ def record(
             event_metadata=metadata or {},
         )
     )
+    return event_id
+
+
+@event.listens_for(Session, "before_flush")
+def _raise_webhook_events(session: Session, context: UOWTransaction, instances: object) -> None:
+    """Before the new audit rows are written: their webhook fan-out jobs, on the flush's own
+    connection and so in the change's transaction (webhooks.raise_events)."""
+    new = [row for row in session.new if isinstance(row, AuditEvent)]
+    if not new:
+        return
+    # Imported here: webhooks imports the job layer, which imports this module.
+    from app.services import webhooks
+
+    webhooks.raise_events(session.connection(), new)
 
 
 def view(event: AuditEvent) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from pgqueuer.models import Context, JobId
 from pgqueuer.models import Job as QueuedJob
 from pgqueuer.qm import QueueManager
 from pgqueuer.queries import Queries
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -63,14 +63,27 @@ class PermanentFailure(Exception):
 
 @dataclass(frozen=True)
 class Retry:
-    """Exponential backoff: the n-th failure waits first_delay * factor**(n-1), capped."""
+    """Exponential backoff: the n-th failure waits first_delay * factor**(n-1), capped. Or,
+    with `schedule` (`Retry.after(...)`), the n-th failure waits schedule[n-1]: a kind whose
+    receivers expect a known timetable (webhooks: Standard Webhooks' retries over a day)."""
 
     max_attempts: int = 8
     first_delay: timedelta = timedelta(seconds=10)
     factor: float = 2.0
     max_delay: timedelta = timedelta(hours=1)
+    schedule: tuple[timedelta, ...] = ()
+
+    @classmethod
+    def after(cls, *delays: timedelta) -> "Retry":
+        """A retry after each of `delays` in turn, then the job fails: len(delays) + 1
+        attempts in all."""
+        if not delays:
+            raise ValueError("a schedule needs at least one delay")
+        return cls(max_attempts=len(delays) + 1, schedule=tuple(delays))
 
     def delay(self, failures: int) -> timedelta:
+        if self.schedule:
+            return self.schedule[min(max(failures, 1), len(self.schedule)) - 1]
         seconds = self.first_delay.total_seconds() * self.factor ** max(failures - 1, 0)
         return min(timedelta(seconds=seconds), self.max_delay)
 
@@ -125,7 +138,7 @@ def job_kind(
 
 # The modules whose import registers the service's own kinds (named, not imported: they import
 # this module).
-BUILTIN_KIND_MODULES = ("app.services.email_flows",)
+BUILTIN_KIND_MODULES = ("app.services.email_flows", "app.services.webhooks")
 
 
 def load_kind_modules(names: str) -> None:
@@ -163,6 +176,48 @@ async def enqueue(
         headers={APP_HEADER: app_id, SUMMARY_HEADER: json.dumps(summary)},
     )
     return int(ids[0])
+
+
+def enqueue_where(
+    connection: Connection,
+    kind: str,
+    payload: Mapping[str, Any],
+    *,
+    app_id: str,
+    condition: str,
+    params: Mapping[str, Any],
+) -> None:
+    """Add a job only if the SQL `condition` (with `params`) holds: one statement, whatever
+    the answer. For callers that cannot await: a synchronous SQLAlchemy connection (e.g. from
+    inside a flush, app/services/webhooks.py). Writes what pgqueuer's own enqueue writes (the
+    queued row and its log row); the table's triggers wake the workers and fill `jobs`."""
+    spec = KINDS.get(kind)
+    if spec is None:
+        raise ValueError(f"unknown job kind {kind!r}")
+    summary = {key: payload[key] for key in sorted(spec.safe_keys) if key in payload}
+    # `condition` is the caller's SQL text (never a value from a request): values go in params.
+    statement = text(
+        f"""
+        WITH queued AS (
+            INSERT INTO pgqueuer (priority, entrypoint, payload, execute_after, headers, status)
+            SELECT 0, :_kind, convert_to(:_payload, 'UTF8'), now(), CAST(:_headers AS jsonb),
+                'queued'
+            WHERE {condition}
+            RETURNING id, entrypoint, priority
+        )
+        INSERT INTO pgqueuer_log (job_id, status, entrypoint, priority)
+        SELECT id, 'queued', entrypoint, priority FROM queued
+        """  # noqa: S608
+    )
+    connection.execute(
+        statement,
+        {
+            **params,
+            "_kind": kind,
+            "_payload": json.dumps(dict(payload), separators=(",", ":")),
+            "_headers": json.dumps({APP_HEADER: app_id, SUMMARY_HEADER: json.dumps(summary)}),
+        },
+    )
 
 
 # ---- workers -------------------------------------------------------------------------------
