@@ -12,7 +12,18 @@ from app.errors import ApiError, NotFound
 from app.ids import Prefix, is_valid
 from app.models import User
 from app.security.passwords import PasswordHasher, check_policy
-from app.services import admin, admin_auth, api_keys, audit, tenancy, users
+
+# webhooks is imported for its flush hook: the CLI's changes (create-admin, purge) raise
+# webhook events too.
+from app.services import (
+    admin,
+    admin_auth,
+    api_keys,
+    audit,
+    tenancy,
+    users,
+    webhooks,  # noqa: F401
+)
 from app.services.audit import Origin
 from app.settings import Settings
 

@@ -1,14 +1,16 @@
 """The audit trail: one row per auth event or admin action, in the caller's transaction.
 
 It is also where webhooks are raised: every event of either door passes through `record`, so a
-flush hook here (below) hands each new row to app/services/webhooks.py in the same flush, and a
-caller can neither forget to raise an event nor raise one for a change that rolls back.
+flush hook here (below) hands each new row to its subscribers (app/services/webhooks.py) in the
+same flush, and a caller can neither forget to raise an event nor raise one for a change that
+rolls back.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Connection, event
 from sqlalchemy.orm import Session, UOWTransaction
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -78,17 +80,28 @@ def record(
     return event_id
 
 
+FlushSubscriber = Callable[[Connection, list[AuditEvent]], None]
+# Who hears of new audit rows in the flush that writes them. webhooks.py subscribes when it is
+# imported (by the app, the workers and the CLI), so this module need not know it.
+_subscribers: list[FlushSubscriber] = []
+
+
+def on_new_events(subscriber: FlushSubscriber) -> FlushSubscriber:
+    """Call `subscriber(connection, rows)` before each flush that writes new audit rows, on
+    the flush's own connection: in the change's transaction."""
+    _subscribers.append(subscriber)
+    return subscriber
+
+
 @event.listens_for(Session, "before_flush")
-def _raise_webhook_events(session: Session, context: UOWTransaction, instances: object) -> None:
-    """Before the new audit rows are written: their webhook fan-out jobs, on the flush's own
-    connection and so in the change's transaction (webhooks.raise_events)."""
+def _hand_new_events(session: Session, context: UOWTransaction, instances: object) -> None:
+    if not _subscribers:
+        return
     new = [row for row in session.new if isinstance(row, AuditEvent)]
     if not new:
         return
-    # Imported here: webhooks imports the job layer, which imports this module.
-    from app.services import webhooks
-
-    webhooks.raise_events(session.connection(), new)
+    for subscriber in _subscribers:
+        subscriber(session.connection(), new)
 
 
 def view(event: AuditEvent) -> dict[str, Any]:

@@ -211,6 +211,7 @@ _SUBSCRIBED = """EXISTS (
     WHERE app_id = :app_id AND enabled AND :event_type = ANY(events))"""
 
 
+@audit.on_new_events
 def raise_events(connection: Connection, events: Sequence[AuditEvent]) -> None:
     """For each new audit row that means a catalog event: one fan-out job if the app listens.
     Synchronous: it runs inside the flush that writes the rows."""
