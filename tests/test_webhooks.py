@@ -438,10 +438,16 @@ async def test_a_worker_killed_mid_delivery_delivers_again_with_the_same_id(
         first.wait()
     with worker_process(database_url, **env) as second:
         wait_started(second)
-        first_request, again = await hook.wait_for(2, seconds=30)
-        (row,) = await _deliveries(client, root, created["id"], 1, seconds=30)
-    assert again.headers["webhook-id"] == first_request.headers["webhook-id"]
-    _verify(created["secret"], again)
+        first_request, *again = await hook.wait_for(2, seconds=30)
+        rows = await _deliveries(client, root, created["id"], 1, seconds=30)
+    # At least once: the run after the crash sends it again with the same webhook-id. (On a
+    # loaded machine the one-second heartbeat of these workers can lapse once more, and the
+    # delivery is sent a third time — still the same id, which is what receivers rely on.)
+    assert again and {r.headers["webhook-id"] for r in again} == {
+        first_request.headers["webhook-id"]
+    }
+    for request in again:
+        _verify(created["secret"], request)
     # The killed run recorded nothing; a run taken over after the heartbeat timeout is not a
-    # retry (pgqueuer counts retries), so the one row says attempt 1.
-    assert (row["status"], row["attempt"]) == ("succeeded", 1)
+    # retry (pgqueuer counts retries), so its row says attempt 1.
+    assert {(row["status"], row["attempt"]) for row in rows} == {("succeeded", 1)}
