@@ -49,7 +49,6 @@ router = APIRouter(prefix="/v1/auth", tags=["auth"])
 OPTIONAL_BEARER: dict[str, Any] = {"security": [{}]}
 
 OK = {"status": "ok"}
-NO_ADDRESS = "give an e-mail address, or a bearer token"
 
 
 @router.post(
@@ -62,7 +61,7 @@ NO_ADDRESS = "give an e-mail address, or a bearer token"
     responses=errors(
         JSON_BODY,
         ValidationFailed.example(),
-        AuthenticationRequired(NO_ADDRESS),
+        AuthenticationRequired(email_flows.NO_ADDRESS),
         SESSION,
         TENANT,
         RateLimited,
@@ -82,12 +81,8 @@ async def send_verification(
     """Send a code and link proving the address: to `email` (signed out), else to the bearer's
     own address. Always `{"status": "ok"}`, in the same time, whether the address has an
     account, is verified already, or is unknown: the mail is sent later by a worker."""
-    if body.email is None and caller is None:
-        raise AuthenticationRequired(NO_ADDRESS)
     fields = {**tenant, **body.model_dump(exclude_unset=True)}
-    await email_flows.send_verification(
-        db, lookups, rules, origin, fields, caller if body.email is None else None
-    )
+    await email_flows.send_verification(db, lookups, rules, origin, fields, caller)
     return OK
 
 
@@ -213,7 +208,7 @@ async def change_email(
         SESSION,
         JSON_BODY,
         ValidationFailed("body", "give exactly one of token or code"),
-        AuthenticationRequired("a code needs the bearer token of the user who asked"),
+        AuthenticationRequired(email_flows.CODE_NEEDS_SESSION),
         InvalidCode,
         EmailTaken,
         RateLimited,
@@ -226,7 +221,5 @@ async def confirm_email_change(
     """Move the account to the new address (verified) with the link's `token`, or the `code`
     with the bearer token of the user who asked. 409 `email_taken` if another account took the
     address meanwhile."""
-    if body.code is not None and caller is None:
-        raise AuthenticationRequired("a code needs the bearer token of the user who asked")
     presented = Presented(token=body.token, code=body.code, user=caller.user if caller else None)
     return await email_flows.confirm_email_change(db, origin, presented)

@@ -218,21 +218,33 @@ def _action(request: Request, path: str) -> str:
     return root.rstrip("/") + path
 
 
-# ---- verify the address ----------------------------------------------------------------------
-
-
-@router.api_route(VERIFY_URL, methods=READ)
-async def verify_email_page(request: Request) -> HTMLResponse:
+def _button_page(request: Request, url: str, *, title: str, text: str, button: str) -> HTMLResponse:
+    """The page a link opens: one button that POSTs the link's token back to `url` (a GET
+    spends nothing, so mail scanners that open links cannot use a token up)."""
     try:
         token = _query_token(request)
     except BadForm:
         return message(*INVALID, status=400)
     return page(
         "button.html",
+        title=title,
+        text=text,
+        action=_action(request, url),
+        token=token,
+        button=button,
+    )
+
+
+# ---- verify the address ----------------------------------------------------------------------
+
+
+@router.api_route(VERIFY_URL, methods=READ)
+async def verify_email_page(request: Request) -> HTMLResponse:
+    return _button_page(
+        request,
+        VERIFY_URL,
         title="Verify your e-mail address",
         text="Press the button to confirm that this e-mail address is yours.",
-        action=_action(request, VERIFY_URL),
-        token=token,
         button="Verify my address",
     )
 
@@ -307,16 +319,11 @@ async def reset_password(
 
 @router.api_route(CHANGE_URL, methods=READ)
 async def confirm_email_change_page(request: Request) -> HTMLResponse:
-    try:
-        token = _query_token(request)
-    except BadForm:
-        return message(*INVALID, status=400)
-    return page(
-        "button.html",
+    return _button_page(
+        request,
+        CHANGE_URL,
         title="Confirm your new e-mail address",
         text="Press the button to make this address the one of your account.",
-        action=_action(request, CHANGE_URL),
-        token=token,
         button="Confirm my new address",
     )
 

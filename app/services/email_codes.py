@@ -171,13 +171,3 @@ async def count_wrong_try(db: AsyncSession, row_id: int | None) -> None:
 async def consume(db: AsyncSession, row: EmailCode) -> None:
     """Use the code up, in the transaction of the change it allows."""
     await db.execute(delete(EmailCode).where(col(EmailCode.id) == row.id))
-
-
-async def forget(db: AsyncSession, user_id: str, *purposes: Purpose) -> None:
-    """Drop the user's codes of these purposes (e.g. after the password changed another way)."""
-    await db.execute(
-        delete(EmailCode).where(
-            col(EmailCode.user_id) == user_id,
-            col(EmailCode.purpose).in_([purpose.value for purpose in purposes]),
-        )
-    )

@@ -24,6 +24,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db import LookupPool, retrying
 from app.errors import (
+    AuthenticationRequired,
     Conflict,
     EmailNotVerified,
     EmailTaken,
@@ -44,6 +45,8 @@ from app.settings import Settings
 log = logging.getLogger("userkeep.mail")
 
 MAIL_JOB = "mail.account"
+NO_ADDRESS = "give an e-mail address, or a bearer token"
+CODE_NEEDS_SESSION = "a code needs the bearer token of the user who asked"
 # A mail is worth trying for a while (an SMTP server restarting, a full queue upstream): about
 # 2.5 hours in 10 attempts, longer than a reset code lives, then the job is failed for admins.
 MAIL_RETRY = jobs.Retry(
@@ -162,10 +165,12 @@ async def send_verification(
     fields: dict[str, Any],
     principal: Principal | None,
 ) -> None:
-    """POST /v1/auth/verify-email/send: for the bearer's address, or the one named."""
-    if principal is None:
+    """POST /v1/auth/verify-email/send: to the address named, else to the bearer's own."""
+    if fields.get("email") is not None:
         await _by_address(db, lookups, rules, Mail.VERIFY, origin, fields)
         return
+    if principal is None:
+        raise AuthenticationRequired(NO_ADDRESS)
     user = principal.user
     await rules.mail_to(user.env_id, user.email)
     async with db.begin():
@@ -383,7 +388,10 @@ async def confirm_email_change(
     db: AsyncSession, origin: Origin, presented: Presented
 ) -> dict[str, Any]:
     """Move the user to the new address (verified: the code came back from it), and send a
-    notice to the old one. 409 email_taken if another account took it meanwhile."""
+    notice to the old one. 409 email_taken if another account took it meanwhile. A code (not
+    a link) counts only with the session of the user who asked."""
+    if presented.code is not None and presented.user is None:
+        raise AuthenticationRequired(CODE_NEEDS_SESSION)
 
     async def work() -> User | None:
         row = await _find(db, Purpose.CHANGE_EMAIL, presented)
