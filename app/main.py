@@ -32,6 +32,7 @@ from app.middleware import BodyLimit, Observe, RequestId, SecurityHeaders
 from app.security import secret_box
 from app.security.passwords import PasswordHasher
 from app.services import jobs, ratelimit, tenancy
+from app.services.job_batches import JobBatcher
 from app.settings import Settings, get_settings, unsafe_modes
 
 log = logging.getLogger("userkeep")
@@ -186,6 +187,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.reads = database.read_session_factory(engine)
     app.state.lookups = database.LookupPool(url, settings)
     await app.state.lookups.open()
+    app.state.job_batcher = JobBatcher(app.state.lookups)
     app.state.hasher = PasswordHasher.from_settings(settings)
     app.state.rate_limits = ratelimit.build(settings, engine)
     app.state.migration_head = migration_head()

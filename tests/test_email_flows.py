@@ -357,6 +357,37 @@ async def test_a_mail_by_address_goes_to_the_app_and_environment_named(client, p
         assert (job_headers["userkeep_app_id"], payload["env_id"]) == expected, refs
 
 
+async def test_forty_mails_by_address_at_once_each_queue_their_own_job(client, pg):
+    """Requests by address share commits (services/job_batches.py): each still answers only
+    once its own job, with its own address and app, is in the queue."""
+    shop = await make_app(pg, "shop")
+    sent = [
+        (path, unique_email("batch"), app_ref)
+        for path in ("/v1/auth/forgot-password", "/v1/auth/verify-email/send")
+        for app_ref in ("default", "shop")
+        for _ in range(10)
+    ]
+    answers = await asyncio.gather(
+        *(client.post(path, json={"email": email, "app_id": ref}) for path, email, ref in sent)
+    )
+    assert [a.status_code for a in answers] == [200] * len(sent)
+    rows = await pg.fetch("SELECT entrypoint, payload, headers FROM pgqueuer")
+    queued = {
+        json.loads(row["payload"])["email"]: (
+            json.loads(row["payload"])["mail"],
+            json.loads(row["headers"])["userkeep_app_id"],
+        )
+        for row in rows
+    }
+    assert len(rows) == len(sent)
+    default = (await default_app(pg))[0]
+    for path, email, ref in sent:
+        mail = "reset_password" if "forgot" in path else "verify_email"
+        assert queued[email] == (mail, default if ref == "default" else shop[0])
+    # The admins' view has each of them too (migration 0009's trigger ran per row).
+    assert await pg.fetchval("SELECT count(*) FROM jobs WHERE status = 'queued'") == len(sent)
+
+
 async def test_a_deleted_user_gets_no_reset_mail_and_its_code_dies(client, app, pg, box):
     signed = await signup(client)
     email = signed["user"]["email"]

@@ -144,7 +144,15 @@ def facts(route: APIRoute, operation: dict[str, Any], spec: dict[str, Any]) -> F
         # Per-IP rules (deps.rate_limit) and per-account ones (deps.Limits) both need Rules.
         rate_limited=deps.get_rules in calls,
         touches_db=bool(
-            calls & {deps.get_db, deps.get_principal, deps.get_optional_principal, admin.get_admin}
+            calls
+            & {
+                deps.get_db,
+                deps.get_lookups,
+                deps.get_job_batcher,
+                deps.get_principal,
+                deps.get_optional_principal,
+                admin.get_admin,
+            }
         ),
         hashes=bool(calls & {deps.get_hasher, deps.hash_admission}),
     )

@@ -6,6 +6,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from app.api.deps import (
+    Batcher,
     Caller,
     Config,
     Db,
@@ -72,6 +73,7 @@ OK = {"status": "ok"}
 async def send_verification(
     body: VerifySendIn,
     db: Db,
+    batcher: Batcher,
     lookups: Lookups,
     origin: From,
     tenant: Tenant,
@@ -82,7 +84,7 @@ async def send_verification(
     own address. Always `{"status": "ok"}`, in the same time, whether the address has an
     account, is verified already, or is unknown: the mail is sent later by a worker."""
     fields = {**tenant, **body.model_dump(exclude_unset=True)}
-    await email_flows.send_verification(db, lookups, rules, origin, fields, caller)
+    await email_flows.send_verification(db, batcher, lookups, rules, origin, fields, caller)
     return OK
 
 
@@ -123,12 +125,17 @@ async def verify_email(
     | answer(OK),
 )
 async def forgot_password(
-    body: AddressIn, db: Db, lookups: Lookups, origin: From, tenant: Tenant, rules: Limits
+    body: AddressIn,
+    batcher: Batcher,
+    lookups: Lookups,
+    origin: From,
+    tenant: Tenant,
+    rules: Limits,
 ) -> dict[str, str]:
     """Send a reset code and link to the address if an account has it. Always
     `{"status": "ok"}`, in the same time, known address or not."""
     fields = {**tenant, **body.model_dump(exclude_unset=True)}
-    await email_flows.forgot_password(db, lookups, rules, origin, fields)
+    await email_flows.forgot_password(batcher, lookups, rules, origin, fields)
     return OK
 
 

@@ -13,6 +13,7 @@ from app.security.client_ip import client_ip
 from app.security.passwords import PasswordHasher
 from app.services import sessions
 from app.services.audit import Origin
+from app.services.job_batches import JobBatcher
 from app.services.ratelimit import Rules
 from app.services.sessions import Principal
 from app.settings import Settings
@@ -40,6 +41,12 @@ async def get_lookups(request: Request) -> LookupPool:
     """The plain asyncpg pool of one-statement reads (db.LookupPool), outside any session."""
     lookups: LookupPool = request.app.state.lookups
     return lookups
+
+
+async def get_job_batcher(request: Request) -> JobBatcher:
+    """Group commit for jobs that are a request's only write (services/job_batches.py)."""
+    batcher: JobBatcher = request.app.state.job_batcher
+    return batcher
 
 
 async def get_settings(request: Request) -> Settings:
@@ -131,6 +138,7 @@ async def get_optional_principal(
 
 Db = Annotated[AsyncSession, Depends(get_db)]
 Lookups = Annotated[LookupPool, Depends(get_lookups)]
+Batcher = Annotated[JobBatcher, Depends(get_job_batcher)]
 Config = Annotated[Settings, Depends(get_settings)]
 Hasher = Annotated[PasswordHasher, Depends(get_hasher)]
 From = Annotated[Origin, Depends(get_origin)]

@@ -38,6 +38,7 @@ from app.services import admin_auth, audit, email_codes, jobs, mail, sessions, t
 from app.services.admin_auth import AdminPrincipal
 from app.services.audit import Origin
 from app.services.email_codes import Purpose
+from app.services.job_batches import JobBatcher
 from app.services.ratelimit import Rules
 from app.services.sessions import Principal
 from app.settings import Settings
@@ -105,10 +106,10 @@ class Requester:
         return cls(origin, principal.actor_type, principal.actor_id)
 
 
-async def _enqueue(
-    db: AsyncSession, app_id: str, what: Mail, by: Requester, **target: str | None
-) -> None:
-    payload: dict[str, Any] = {
+def _mail_job(what: Mail, by: Requester, **target: str | None) -> dict[str, Any]:
+    """A mail job's payload: which mail, to whom, and who asked. Never a code: the worker
+    makes it (`prepare`), so a queued job holds nothing that would open an account."""
+    return {
         "mail": what.value,
         "ip": by.origin.ip,
         "user_agent": (by.origin.user_agent or "")[:512] or None,
@@ -116,7 +117,12 @@ async def _enqueue(
         "actor_id": by.actor_id,
         **{key: value for key, value in target.items() if value is not None},
     }
-    await jobs.enqueue(db, MAIL_JOB, payload, app_id=app_id)
+
+
+async def _enqueue(
+    db: AsyncSession, app_id: str, what: Mail, by: Requester, **target: str | None
+) -> None:
+    await jobs.enqueue(db, MAIL_JOB, _mail_job(what, by, **target), app_id=app_id)
 
 
 async def verification_required(db: AsyncSession, settings: Settings, app_id: str) -> bool:
@@ -144,21 +150,24 @@ async def on_signup(db: AsyncSession, user: User, origin: Origin) -> None:
 
 
 async def _by_address(
-    db: AsyncSession,
+    batcher: JobBatcher,
     lookups: LookupPool,
     rules: Rules,
     what: Mail,
     origin: Origin,
     fields: dict[str, Any],
 ) -> None:
+    """Queue the mail for whoever has the address: the job is the request's only write (the
+    worker finds the user, or nobody), so it is group-committed with its neighbours'."""
     app_id, env_id = await tenancy.resolve_ids(lookups, fields.get("app_id"), fields.get("env_id"))
     await rules.mail_to(env_id, fields["email"])
-    async with db.begin():
-        await _enqueue(db, app_id, what, Requester(origin), env_id=env_id, email=fields["email"])
+    job = _mail_job(what, Requester(origin), env_id=env_id, email=fields["email"])
+    await batcher.enqueue(MAIL_JOB, job, app_id=app_id)
 
 
 async def send_verification(
     db: AsyncSession,
+    batcher: JobBatcher,
     lookups: LookupPool,
     rules: Rules,
     origin: Origin,
@@ -167,7 +176,7 @@ async def send_verification(
 ) -> None:
     """POST /v1/auth/verify-email/send: to the address named, else to the bearer's own."""
     if fields.get("email") is not None:
-        await _by_address(db, lookups, rules, Mail.VERIFY, origin, fields)
+        await _by_address(batcher, lookups, rules, Mail.VERIFY, origin, fields)
         return
     if principal is None:
         raise AuthenticationRequired(NO_ADDRESS)
@@ -179,9 +188,9 @@ async def send_verification(
 
 
 async def forgot_password(
-    db: AsyncSession, lookups: LookupPool, rules: Rules, origin: Origin, fields: dict[str, Any]
+    batcher: JobBatcher, lookups: LookupPool, rules: Rules, origin: Origin, fields: dict[str, Any]
 ) -> None:
-    await _by_address(db, lookups, rules, Mail.RESET, origin, fields)
+    await _by_address(batcher, lookups, rules, Mail.RESET, origin, fields)
 
 
 async def change_email(

@@ -159,13 +159,10 @@ async def enqueue(
 ) -> int:
     """Add a job in the caller's open transaction (`async with db.begin()`): it commits or
     rolls back with the change that caused it. Returns the job's id."""
-    spec = KINDS.get(kind)
-    if spec is None:
-        raise ValueError(f"unknown job kind {kind!r}")
+    summary = _summary(kind, payload)
     if not db.in_transaction():
         # Outside a transaction the INSERT would commit on its own, whatever the change does.
         raise RuntimeError("enqueue() belongs inside the transaction of the change")
-    summary = {key: payload[key] for key in sorted(spec.safe_keys) if key in payload}
     connection = await db.connection()
     raw = await connection.get_raw_connection()
     queries = Queries(AsyncpgDriver(raw.driver_connection))
@@ -176,6 +173,33 @@ async def enqueue(
         headers={APP_HEADER: app_id, SUMMARY_HEADER: json.dumps(summary)},
     )
     return int(ids[0])
+
+
+@dataclass(frozen=True)
+class QueuedRow:
+    """A job as the SQL writers outside pgqueuer's own enqueue insert it (enqueue_where,
+    job_batches): its kind, and its payload and headers as JSON text."""
+
+    kind: str
+    payload: str
+    headers: str
+
+
+def queued_row(kind: str, payload: Mapping[str, Any], *, app_id: str) -> QueuedRow:
+    summary = _summary(kind, payload)
+    return QueuedRow(
+        kind=kind,
+        payload=json.dumps(dict(payload), separators=(",", ":")),
+        headers=json.dumps({APP_HEADER: app_id, SUMMARY_HEADER: json.dumps(summary)}),
+    )
+
+
+def _summary(kind: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The payload's keys its kind marked safe: all the admins' view shows of a job."""
+    spec = KINDS.get(kind)
+    if spec is None:
+        raise ValueError(f"unknown job kind {kind!r}")
+    return {key: payload[key] for key in sorted(spec.safe_keys) if key in payload}
 
 
 def enqueue_where(
@@ -191,10 +215,7 @@ def enqueue_where(
     the answer. For callers that cannot await: a synchronous SQLAlchemy connection (e.g. from
     inside a flush, app/services/webhooks.py). Writes what pgqueuer's own enqueue writes (the
     queued row and its log row); the table's triggers wake the workers and fill `jobs`."""
-    spec = KINDS.get(kind)
-    if spec is None:
-        raise ValueError(f"unknown job kind {kind!r}")
-    summary = {key: payload[key] for key in sorted(spec.safe_keys) if key in payload}
+    row = queued_row(kind, payload, app_id=app_id)
     # `condition` is the caller's SQL text (never a value from a request): values go in params.
     statement = text(
         f"""
@@ -213,9 +234,9 @@ def enqueue_where(
         statement,
         {
             **params,
-            "_kind": kind,
-            "_payload": json.dumps(dict(payload), separators=(",", ":")),
-            "_headers": json.dumps({APP_HEADER: app_id, SUMMARY_HEADER: json.dumps(summary)}),
+            "_kind": row.kind,
+            "_payload": row.payload,
+            "_headers": row.headers,
         },
     )
 
