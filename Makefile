@@ -81,6 +81,7 @@ BENCH_STAMP        := $(VENV)/.bench-installed
 FASTAPI_USERS_VENV := .data/bench/fastapi-users-venv
 
 bench: $(BENCH_STAMP) $(FASTAPI_USERS_VENV)/.installed
+	tools/install_wrk.sh
 	$(BIN)/python -m bench.run
 
 # The mail queue: 10,000 queued reset mails delivered by `python -m app worker` to a local SMTP
