@@ -189,7 +189,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await app.state.lookups.open()
     app.state.job_batcher = JobBatcher(app.state.lookups)
     app.state.hasher = PasswordHasher.from_settings(settings)
-    app.state.rate_limits = ratelimit.build(settings, engine)
+    app.state.rate_limits = ratelimit.build(settings, engine, app.state.lookups)
     app.state.migration_head = migration_head()
     async with app.state.sessions() as db:
         await tenancy.ensure_default_app(db)

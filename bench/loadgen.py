@@ -265,14 +265,21 @@ def _wrk(script: Path, url: str, connections: int, seconds: float) -> dict:
 
 
 def run_wrk(spec: dict, connections: int, duration: float, warmup: float, watch: CpuWatch) -> dict:
-    requests = ",\n".join(_lua_string(r) for r in spec["requests"])
     # wrk threads each run their own copy of the script; `setup` staggers their start index.
     threads = max(1, min(connections, os.cpu_count() or 1))
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "bench.lua"
+        requests = ",\n".join(_lua_string(r) for r in spec["requests"])
         script.write_text(LUA % (requests, threads), "latin-1")
         if warmup > 0:
-            _wrk(script, spec["url"], connections, warmup)
+            # Requests that are served once (signed Faroe calls) warm up with their own list:
+            # the measured run starts the main list from its beginning again.
+            warm = script
+            if spec.get("warmup_requests"):
+                warm = Path(tmp) / "warmup.lua"
+                listed = ",\n".join(_lua_string(r) for r in spec["warmup_requests"])
+                warm.write_text(LUA % (listed, threads), "latin-1")
+            _wrk(warm, spec["url"], connections, warmup)
             # The warm-up wrk leaves with requests in flight, which the server still finishes
             # (a sign-in: its hash). Starting at once would put twice the connections' load on
             # it for a moment, and the hashing line rightly answers part of that with 503s.

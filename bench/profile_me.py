@@ -1,7 +1,7 @@
 """Where GET /v1/auth/me (or POST /v1/auth/forgot-password) spends its time under load: py-spy
 on one Userkeep worker.
 
-    .venv/bin/python -m bench.profile_me [--seconds 20] [--connections 16] [--route me|forgot]
+    .venv/bin/python -m bench.profile_me [--seconds 20] [--connections 16] [--route me|forgot|faroe]
 
 Starts `python -m app serve` with one worker (one process, so py-spy sees every request) on the
 bench database, drives the route from bench.loadgen in another process, records the worker
@@ -26,6 +26,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from app.faroe.client import ENDPOINT as FAROE_ENDPOINT
+from app.faroe.client import encode_request, sign
 from bench import fixtures
 from bench.common import ROOT, bench_db, purge_queued_jobs, start_server
 from bench.run import FAROE_SECRET, check, freshen, raw_request
@@ -124,6 +126,33 @@ async def _forgot_addresses(url: str, count: int) -> list[str]:
         await conn.close()
 
 
+async def _user_ids(url: str, count: int) -> list[str]:
+    import asyncpg
+
+    from app import db as database
+
+    conn = await asyncpg.connect(**database._asyncpg_args(url))
+    try:
+        return await fixtures.sample_user_ids(conn, count)
+    finally:
+        await conn.close()
+
+
+def faroe_get_user_requests(base: str, url: str, count: int) -> list[str]:
+    """Signed get_user calls, each served once: enough distinct signatures (timestamps from
+    now on, and a nonce per round) for the whole run."""
+    ids = asyncio.run(_user_ids(url, count))
+    now = int(time.time())
+    signed = []
+    for round_ in range(max(1, 50_000 // len(ids))):
+        for user_id in ids:
+            body = encode_request("get_user", {"user_id": user_id})
+            headers = {"Content-Type": "application/json"}
+            headers |= sign(FAROE_SECRET, body, now, f"profile-round-{round_:08d}")
+            signed.append(raw_request("POST", base, FAROE_ENDPOINT, headers, body))
+    return signed
+
+
 def requests_for(route: str, base: str, url: str, tokens: int) -> list[str]:
     if route == "forgot":
         path, json_type = "/v1/auth/forgot-password", {"Content-Type": "application/json"}
@@ -132,6 +161,8 @@ def requests_for(route: str, base: str, url: str, tokens: int) -> list[str]:
         ]
         check(base, ("POST", path), 200, content=bodies[0], headers=json_type)
         return [raw_request("POST", base, path, json_type, b) for b in bodies]
+    if route == "faroe":
+        return faroe_get_user_requests(base, url, tokens)
     indexes = list(range(tokens))
     asyncio.run(freshen(url, indexes))
     if route == "me":
@@ -151,7 +182,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=1000)
-    parser.add_argument("--route", default="me", choices=["me", "forgot"])
+    parser.add_argument("--route", default="me", choices=["me", "forgot", "faroe"])
     parser.add_argument("--tool", default="auto", choices=["auto", "python", "wrk"])
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -174,7 +205,7 @@ def main() -> None:
                     "--duration",
                     str(args.seconds + 2),
                     "--warmup",
-                    "2",
+                    "0" if args.route == "faroe" else "2",
                     "--tool",
                     args.tool,
                 ],

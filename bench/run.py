@@ -158,6 +158,7 @@ def drive(
     requests: list[str],
     expect: tuple[int, ...] = (200,),
     watch: dict[str, int | None] | None = None,
+    warmup_requests: list[str] | None = None,
 ) -> dict:
     """Run bench.loadgen in its own process against `url` and return its result. `watch`
     names processes (the server, PostgreSQL) whose CPU during the measured run is returned
@@ -165,7 +166,15 @@ def drive(
     if cfg.db_url:
         asyncio.run(settle(cfg.db_url))
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as spec:
-        json.dump({"url": url, "expect": list(expect), "requests": requests}, spec)
+        json.dump(
+            {
+                "url": url,
+                "expect": list(expect),
+                "requests": requests,
+                "warmup_requests": warmup_requests or [],
+            },
+            spec,
+        )
     try:
         output = subprocess.run(  # noqa: S603
             [
@@ -402,14 +411,22 @@ def bench_userkeep(cfg: Config, url: str, facts: dict, results: dict) -> None:
             # Signed a second before the list's first timestamp, so it uses up none of them.
             earlier = sign(FAROE_SECRET, probe, int(time.time()) - 1)
             check(base, ("POST", FAROE_ENDPOINT), 200, content=probe, headers=earlier)
+            # wrk's warm-up gets requests of its own (a nonce sets them apart): a signature is
+            # served once, and the measured run starts its list from the beginning.
+            warm = faroe_requests(cfg, facts["faroe_ids"], nonce="bench-warm-up-requests")
             results["faroe"] = drive(
-                cfg, base, [raw_request("POST", base, FAROE_ENDPOINT, h, b) for h, b in signed]
+                cfg,
+                base,
+                [raw_request("POST", base, FAROE_ENDPOINT, h, b) for h, b in signed],
+                warmup_requests=[raw_request("POST", base, FAROE_ENDPOINT, h, b) for h, b in warm],
             )
     finally:
         stop(server)
 
 
-def faroe_requests(cfg: Config, user_ids: list[str]) -> list[tuple[dict[str, str], bytes]]:
+def faroe_requests(
+    cfg: Config, user_ids: list[str], nonce: str | None = None
+) -> list[tuple[dict[str, str], bytes]]:
     """get_user of every id, signed at as many timestamps as FAROE_MAX_RPS needs for the whole
     run. The timestamps are now and the seconds after it: the endpoint accepts up to 300 s
     ahead, and the run is shorter than 280 s (Config checks), so all stay inside the window."""
@@ -420,7 +437,8 @@ def faroe_requests(cfg: Config, user_ids: list[str]) -> list[tuple[dict[str, str
     for stamp in range(now, now + stamps):
         for user_id in user_ids:
             body = encode_request("get_user", {"user_id": user_id})
-            headers = {"Content-Type": "application/json", **sign(FAROE_SECRET, body, stamp)}
+            signature = sign(FAROE_SECRET, body, stamp, nonce)
+            headers = {"Content-Type": "application/json", **signature}
             signed.append((headers, body))
     return signed
 

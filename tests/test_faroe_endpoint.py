@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from app import clock
 from app.faroe.client import FaroeClient, FaroeHTTPError, Signer, sign
+from app.ids import Prefix, new_id
 from app.settings import Settings
 from tests.conftest import make_settings
 from tests.faroe_support import (
@@ -402,7 +403,14 @@ async def test_faroe_app_binds_the_store(database_url: str, pg: asyncpg.Connecti
 async def test_unknown_faroe_app_is_503(database_url: str, pg: asyncpg.Connection) -> None:
     async with app_with(database_url, faroe_app="no-such-app") as c:
         response = await c.post(URL, content=CREATE, headers=signed(CREATE))
+        # The reads (one statement outside any transaction) tell a missing app the same way,
+        # even for an id that could never be found.
+        reads = [
+            await c.post(URL, content=body, headers=signed(body))
+            for body in (with_id(GET, new_id(Prefix.USER)), with_id(GET, "nope"), GET_BY_EMAIL)
+        ]
     assert (response.status_code, response.content) == (503, b"")
+    assert [(r.status_code, r.content) for r in reads] == [(503, b"")] * 3
     assert await pg.fetchval("SELECT count(*) FROM users") == 0
 
 

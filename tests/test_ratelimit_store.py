@@ -3,12 +3,14 @@ concurrency."""
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import pytest
 
 from app import clock
-from app.db import create_engine
+from app.db import LookupPool, create_engine
 from app.errors import RateLimited
 from app.limits import Limit
 from app.services.ratelimit import PostgresStore, RateLimiter, RedisStore
@@ -16,12 +18,24 @@ from tests.conftest import make_settings
 from tests.redis_support import REDIS_PREFIX, REDIS_URL, redis_up
 
 
+@asynccontextmanager
+async def _postgres_store(database_url: str) -> AsyncIterator[PostgresStore]:
+    settings = make_settings(database_url)
+    engine = create_engine(database_url, settings)
+    lookups = LookupPool(database_url, settings)
+    await lookups.open()
+    try:
+        yield PostgresStore(engine, lookups)
+    finally:
+        await lookups.close()
+        await engine.dispose()
+
+
 @pytest.fixture(params=["postgres", "redis"])
 async def limiter(request, database_url):
     if request.param == "postgres":
-        engine = create_engine(database_url, make_settings(database_url))
-        yield RateLimiter(PostgresStore(engine))
-        await engine.dispose()
+        async with _postgres_store(database_url) as postgres:
+            yield RateLimiter(postgres)
     else:
         if not redis_up():
             pytest.skip("no Redis on 127.0.0.1:6379")
@@ -102,25 +116,19 @@ async def test_first_use_is_true_exactly_once_under_concurrency(limiter):
 
 
 async def test_an_expired_first_use_key_is_reused(database_url):
-    engine = create_engine(database_url, make_settings(database_url))
-    store = PostgresStore(engine)
-    k, now = key(), clock.now().timestamp()
-    try:
+    async with _postgres_store(database_url) as store:
+        k, now = key(), clock.now().timestamp()
         assert await store.first_use(k, 60, now) is True
         assert await store.first_use(k, 60, now + 59) is False
 
         assert await store.first_use(k, 60, now + 61) is True
-    finally:
-        await engine.dispose()
 
 
 async def test_expired_first_use_keys_are_pruned_without_any_counting(database_url, pg):
     # With RATE_LIMITS=off nothing is ever counted, yet every signed Faroe request leaves a key.
-    engine = create_engine(database_url, make_settings(database_url))
-    store = PostgresStore(engine)
-    store.PRUNE_EVERY = 3
-    now = clock.now().timestamp()
-    try:
+    async with _postgres_store(database_url) as store:
+        store.PRUNE_EVERY = 3
+        now = clock.now().timestamp()
         for _ in range(2):
             assert await store.first_use(key(), 60, now) is True
         later = key()
@@ -129,5 +137,3 @@ async def test_expired_first_use_keys_are_pruned_without_any_counting(database_u
 
         rows = await pg.fetch("SELECT key FROM rate_limits WHERE key LIKE 'once:test:%'")
         assert [row["key"] for row in rows] == [f"once:{later}"]
-    finally:
-        await engine.dispose()

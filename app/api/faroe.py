@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.datastructures import Headers
 
 from app import clock
-from app.api.deps import Config, Db, From, Hasher, Limits, rate_limit
+from app.api.deps import Config, Db, From, Hasher, Limits, Lookups, rate_limit
 from app.faroe import protocol
 from app.services import faroe
 from app.services.ratelimit import Store
@@ -202,7 +202,13 @@ _HEADERS = [
     summary="Faroe user-server action invocation endpoint",
 )
 async def invoke_action(
-    request: Request, db: Db, settings: Config, origin: From, rules: Limits, hasher: Hasher
+    request: Request,
+    db: Db,
+    lookups: Lookups,
+    settings: Config,
+    origin: From,
+    rules: Limits,
+    hasher: Hasher,
 ) -> Response:
     """Invoke one of the seven Faroe user-server actions on the user store of `FAROE_APP`
     (its default environment). Wire-compatible with `@faroe/user-server`; see docs/faroe.md.
@@ -220,7 +226,7 @@ async def invoke_action(
     try:
         # The REST door's bounds: a password Faroe stores here is one that door will verify.
         user = await faroe.invoke(
-            db, settings.faroe_app, action, invocation_id, origin, hasher.bounds
+            db, lookups, settings.faroe_app, action, invocation_id, origin, hasher.bounds
         )
     except protocol.InvalidRequest as error:
         # Every such password is refused: the Faroe server's algorithm needs ARGON2_MAX_* raised.

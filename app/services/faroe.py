@@ -4,7 +4,8 @@ endpoint"; the wire rules are in app/faroe/protocol.py).
 Faroe's users are the rows of `users` in the default environment of the app `FAROE_APP`. The
 three compare-and-swap actions are each one SQL statement (the counter test, the change and the
 increment are atomic in PostgreSQL; a concurrent change makes the loser match no row, which is
-`user_not_found`). Every action runs in one transaction, with its audit row (actor "faroe").
+`user_not_found`). Every change runs in one transaction, with its audit row (actor "faroe");
+the two reads are one statement each, outside any transaction, and not audited.
 
 What the store cannot hold (a NUL, a lone surrogate, a value past an index's size limit, a
 counter past int32) is the action error `internal_error`, never an HTTP 500.
@@ -22,10 +23,10 @@ from typing import Any
 from sqlalchemy import Table, case, func, null, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.sql.dml import Update
-from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import clock
+from app.db import LookupPool
 from app.errors import NotFound
 from app.faroe import protocol
 from app.faroe.protocol import ActionError, FaroeUser
@@ -266,36 +267,52 @@ async def _update_revoking_sessions(
 # ---- the actions ------------------------------------------------------------------------------
 
 
-async def _get_user(call: _Call, action: protocol.GetUser) -> FaroeUser:
-    # Any id that is not one of ours (Faroe's own ids, garbage) is simply not found.
-    if not is_valid(action.user_id, Prefix.USER):
-        raise ActionError(USER_NOT_FOUND)
-    query = select(User).where(*call.live(action.user_id))
-    user = (await call.db.execute(query)).scalar_one_or_none()
-    if user is None:
-        raise ActionError(USER_NOT_FOUND)
-    return to_faroe_user(user, call.now, call.bounds)
+# The two reads run outside any transaction: one prepared statement on the plain asyncpg pool
+# (as the bearer lookup does), the app's default environment and the user found together.
+# Reads are not audited (DESIGN.md, "Faroe door details"): a Faroe server calls get_user for
+# every session check whose cached user is older than a minute.
+_READ = (
+    "SELECT e.id AS faroe_env_id, {user} FROM apps a "
+    "LEFT JOIN environments e ON e.app_id = a.id AND e.is_default "
+    "LEFT JOIN users u ON u.app_id = a.id AND u.env_id = e.id AND u.deleted_at IS NULL "
+    "AND {user_match} WHERE {app_match}"
+)
+# By id; by e-mail: the exact, case-sensitive match Faroe asks for, with a lower() term that
+# lets PostgreSQL find the (at most one) candidate through the unique index uq_users_email_live.
+_BY_ID = "u.id = $2"
+_BY_EMAIL = "lower(u.email) = lower($2) AND u.email = $2"
 
 
-async def _get_user_by_email_address(
-    call: _Call, action: protocol.GetUserByEmailAddress
+def _read_statement(app_ref: str, user_match: str) -> str:
+    app_match = "a.id = $1" if is_valid(app_ref, Prefix.APP) else "a.slug = $1"
+    # Only these constant fragments are put into the text; the references are parameters.
+    return _READ.format(user=users.select_columns("u"), user_match=user_match, app_match=app_match)
+
+
+async def read(
+    lookups: LookupPool,
+    app_ref: str,
+    action: protocol.GetUser | protocol.GetUserByEmailAddress,
+    bounds: Argon2Bounds,
 ) -> FaroeUser:
-    if not _storable(action.email_address):
-        raise ActionError(USER_NOT_FOUND)  # no stored e-mail can equal it
-    email = users.nfc_email(action.email_address)
-    # Exact, case-sensitive match (Faroe's rule); the lower() term lets PostgreSQL use the
-    # case-insensitive unique index uq_users_email_live to find the (at most one) candidate.
-    query = select(User).where(
-        col(User.app_id) == call.env.app_id,
-        col(User.env_id) == call.env.id,
-        col(User.deleted_at).is_(None),
-        func.lower(col(User.email)) == func.lower(email),
-        col(User.email) == email,
-    )
-    user = (await call.db.execute(query)).scalar_one_or_none()
-    if user is None:
+    """get_user and get_user_by_email_address: the user, or ActionError user_not_found;
+    FaroeAppMissing when FAROE_APP names no app."""
+    if isinstance(action, protocol.GetUser):
+        # Any id that is not one of ours (Faroe's own ids, garbage) is simply not found.
+        found = is_valid(action.user_id, Prefix.USER)
+        match, value = _BY_ID, action.user_id if found else ""
+    else:
+        found = _storable(action.email_address)  # else no stored e-mail can equal it
+        match, value = _BY_EMAIL, users.nfc_email(action.email_address) if found else ""
+    async with lookups.connection() as conn:
+        row = await conn.fetchrow(_read_statement(app_ref, match), app_ref, value)
+    if row is None:
+        raise FaroeAppMissing(f"FAROE_APP={app_ref!r}: app not found")
+    if row["faroe_env_id"] is None:
+        raise FaroeAppMissing(f"FAROE_APP={app_ref!r}: environment not found")
+    if not found or row["id"] is None:
         raise ActionError(USER_NOT_FOUND)
-    return to_faroe_user(user, call.now, call.bounds)
+    return to_faroe_user(users.from_row(row), clock.now(), bounds)
 
 
 async def _create_user(call: _Call, action: protocol.CreateUser) -> FaroeUser:
@@ -419,8 +436,6 @@ async def _delete_user(call: _Call, action: protocol.DeleteUser) -> None:
 _Handler = Callable[[_Call, Any], Awaitable[FaroeUser | None]]
 _HANDLERS: dict[type, tuple[str, _Handler]] = {
     protocol.CreateUser: ("create_user", _create_user),
-    protocol.GetUser: ("get_user", _get_user),
-    protocol.GetUserByEmailAddress: ("get_user_by_email_address", _get_user_by_email_address),
     protocol.UpdateUserEmailAddress: ("update_user_email_address", _update_user_email_address),
     protocol.UpdateUserPasswordHash: ("update_user_password_hash", _update_user_password_hash),
     protocol.IncrementUserSessionsCounter: (
@@ -452,15 +467,19 @@ def _action_error_for(exc: DBAPIError) -> str | None:
 
 async def invoke(
     db: AsyncSession,
+    lookups: LookupPool,
     app_ref: str,
     action: protocol.Action,
     invocation_id: str,
     origin: Origin,
     bounds: Argon2Bounds,
 ) -> FaroeUser | None:
-    """Run one action in one transaction: the user for the three reads and create_user, None for
-    the other four; raises ActionError for an action error, FaroeAppMissing when FAROE_APP names
-    no app, protocol.InvalidRequest for a password out of `bounds` (before any database work)."""
+    """Run one action: a read in one statement (`read`), a change in one transaction with its
+    audit row. The user for the two reads and create_user, None for the other four; raises
+    ActionError for an action error, FaroeAppMissing when FAROE_APP names no app,
+    protocol.InvalidRequest for a password out of `bounds` (before any database work)."""
+    if isinstance(action, protocol.GetUser | protocol.GetUserByEmailAddress):
+        return await read(lookups, app_ref, action, bounds)
     action_name, handler = _HANDLERS[type(action)]
     password_hash = None
     if isinstance(action, protocol.CreateUser | protocol.UpdateUserPasswordHash):

@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import clock
+from app.db import LookupPool
 from app.errors import InvalidCredentials, RateLimited, ServiceUnavailable
 from app.limits import Limit, parse_limits
 from app.settings import Settings
@@ -49,10 +50,11 @@ class PostgresStore:
 
     PRUNE_EVERY = 1000
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, lookups: LookupPool) -> None:
         self.engine = engine
-        # first_use is one statement on the Faroe read path: no BEGIN/COMMIT round trips.
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # first_use is one statement on the Faroe read path (every signed call): a prepared
+        # statement on the plain asyncpg pool, like the bearer lookup, outside any transaction.
+        self.lookups = lookups
         self._since_prune = 0
 
     async def incr(self, key: str, window: int, now: float) -> int:
@@ -89,32 +91,38 @@ class PostgresStore:
         # One atomic statement: a concurrent duplicate waits on the row the winner inserts, then
         # finds it unexpired and returns nothing. An expired leftover (not yet pruned) is reused.
         # window_start records when the key was first used; count is unused.
-        async with self._autocommit.connect() as conn:
-            row = (
-                await conn.execute(
-                    text(
-                        "INSERT INTO rate_limits (key, window_start, expires_at, count) "
-                        "VALUES (:k, :now, :e, 1) "
-                        "ON CONFLICT (key) DO UPDATE SET window_start = EXCLUDED.window_start, "
-                        "expires_at = EXCLUDED.expires_at, count = 1 "
-                        "WHERE rate_limits.expires_at <= :now "
-                        "RETURNING 1"
-                    ),
-                    {"k": f"once:{key}", "now": int(now), "e": math.ceil(now + ttl)},
-                )
-            ).first()
-            # Keys differ per request and are never reused by a later one, so they must be
-            # pruned here too: with RATE_LIMITS=off incr never runs.
-            await self._prune_now_and_then(conn, now)
+        async with self.lookups.connection() as conn:
+            row = await conn.fetchrow(
+                "INSERT INTO rate_limits (key, window_start, expires_at, count) "
+                "VALUES ($1, $2, $3, 1) "
+                "ON CONFLICT (key) DO UPDATE SET window_start = EXCLUDED.window_start, "
+                "expires_at = EXCLUDED.expires_at, count = 1 "
+                "WHERE rate_limits.expires_at <= $2 "
+                "RETURNING 1",
+                f"once:{key}",
+                int(now),
+                math.ceil(now + ttl),
+            )
+        # Keys differ per request and are never reused by a later one, so they must be
+        # pruned here too: with RATE_LIMITS=off incr never runs.
+        self._since_prune += 1
+        if self._since_prune >= self.PRUNE_EVERY:
+            self._since_prune = 0
+            async with self.engine.begin() as pruning:
+                await self._prune(pruning, now)
         return row is not None
 
     async def _prune_now_and_then(self, conn: AsyncConnection, now: float) -> None:
         self._since_prune += 1
         if self._since_prune >= self.PRUNE_EVERY:
             self._since_prune = 0
-            await conn.execute(
-                text("DELETE FROM rate_limits WHERE expires_at < :now"), {"now": int(now)}
-            )
+            await self._prune(conn, now)
+
+    @staticmethod
+    async def _prune(conn: AsyncConnection, now: float) -> None:
+        await conn.execute(
+            text("DELETE FROM rate_limits WHERE expires_at < :now"), {"now": int(now)}
+        )
 
     async def close(self) -> None:
         """The engine belongs to the app."""
@@ -260,10 +268,10 @@ class Rules:
                 await self.limiter.give_back(key, *self.account_failures)
 
 
-def build(settings: Settings, engine: AsyncEngine) -> Rules:
+def build(settings: Settings, engine: AsyncEngine, lookups: LookupPool) -> Rules:
     store: Store = (
         RedisStore(settings.redis_url, settings.redis_prefix)
         if settings.redis_url
-        else PostgresStore(engine)
+        else PostgresStore(engine, lookups)
     )
     return Rules(RateLimiter(store, enabled=settings.rate_limits == "on"), settings)

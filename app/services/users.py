@@ -6,12 +6,14 @@ run them as validators and report the field; services call the same functions.
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -233,6 +235,29 @@ async def flush_unique(db: AsyncSession) -> None:
         await db.flush()
     except IntegrityError as exc:
         raise_for_unique_violation(exc)
+
+
+# (attribute, column) of every User column, in table order: reads on the plain asyncpg pool
+# (the bearer lookup, Faroe's reads) return whole users.
+_COLUMNS = [(attr.key, attr.columns[0].name) for attr in sa_inspect(User).column_attrs]
+_new_user = sa_inspect(User).class_manager.new_instance
+
+
+def select_columns(alias: str) -> str:
+    """Every user column of the table aliased `alias`, for a hand-written SELECT. The names
+    come from our own model, never from a request."""
+    return ", ".join(f'{alias}."{column}"' for _, column in _COLUMNS)
+
+
+def from_row(row: Mapping[str, Any]) -> User:
+    """A User from such a row, filled in the way SQLAlchemy's own loader fills one (a new
+    instance, then its attribute dict): 3 µs, where User(**row) validates and instruments
+    every field for 80 µs, a tenth of the whole GET /me."""
+    user: User = _new_user()
+    values = user.__dict__
+    for attr, column in _COLUMNS:
+        values[attr] = row[column]
+    return user
 
 
 PROFILE_FIELDS = frozenset({"name", "image", "username", "display_username", "phone", "metadata"})
