@@ -215,6 +215,14 @@ async def test_two_nodes_sign_with_one_key_and_verify_each_others_tokens(databas
         assert verify(second, await jwks(one), audience)["sub"] == user["user"]["id"]
 
 
+async def test_a_node_whose_clock_is_behind_the_first_key_signs_with_it(database_url):
+    async with node(database_url) as ahead, node(database_url) as behind:
+        user = await signup(ahead)
+        first = await access_token(ahead, user["session_token"])
+        clock.advance(-timedelta(seconds=10))
+        assert kid(await access_token(behind, user["session_token"])) == kid(first)
+
+
 async def test_rotation_publishes_the_next_key_before_any_node_signs_with_it(database_url, pg):
     async with node(database_url) as one, node(database_url) as two:
         user = await signup(one)

@@ -245,7 +245,12 @@ class KeyRing:
     def _current(keys: list[Key]) -> Key | None:
         now = clock.now()
         signing = [key for key in keys if key.signs_at(now)]
-        return max(signing, key=lambda key: key.activated_at) if signing else None
+        if signing:
+            return max(signing, key=lambda key: key.activated_at)
+        # A node whose clock is behind the one that made the first key sees it "not yet
+        # active": it signs with it all the same (it is published) rather than fail.
+        live = [key for key in keys if key.retired_at is None or now < key.retired_at]
+        return min(live, key=lambda key: key.activated_at) if live else None
 
     async def jwks(self) -> dict[str, Any]:
         """The public keys a verifier needs: next, current and recently retired."""
