@@ -10,7 +10,6 @@ from fastapi.security import HTTPAuthorizationCredentials
 from app.api.deps import (
     Caller,
     Config,
-    Db,
     From,
     Limits,
     Lookups,
@@ -44,10 +43,9 @@ async def get_introspector(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> AdminPrincipal:
-    async with request.app.state.reads() as reads:
-        caller = await access_tokens.authenticate_introspector(
-            reads, request.app.state.lookups, credentials.credentials if credentials else None
-        )
+    caller = await access_tokens.authenticate_introspector(
+        request.app.state.lookups, credentials.credentials if credentials else None
+    )
     record_caller(request, None, caller.actor_id)
     return caller
 
@@ -90,8 +88,8 @@ async def create_token(caller: Caller, ring: Ring, settings: Config) -> dict[str
 )
 async def introspect(
     body: IntrospectIn,
+    request: Request,
     caller: Introspector,
-    db: Db,
     lookups: Lookups,
     rules: Limits,
     origin: From,
@@ -100,7 +98,10 @@ async def introspect(
     deletion or expiry shows on the very next call. Call with an API key of the app
     (`Authorization: Bearer ask_…`); a token of another app is inactive. An inactive answer
     is only `{"active": false}`. JSON bodies only."""
-    return await access_tokens.introspect(db, lookups, rules, origin, caller, body.token)
+    # The app's session factory, not a request session (deps.get_db): one is opened only to
+    # audit a failure, and the hot path of an active answer never makes one.
+    sessions = request.app.state.sessions
+    return await access_tokens.introspect(sessions, lookups, rules, origin, caller, body.token)
 
 
 @router.get(

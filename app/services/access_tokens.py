@@ -11,6 +11,7 @@ import secrets
 from typing import Any
 
 import jwt
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app import clock
@@ -56,20 +57,18 @@ async def issue(ring: KeyRing, principal: Principal, settings: Settings) -> dict
     return {"access_token": token, "token_type": "Bearer", "expires_in": settings.jwt_ttl}
 
 
-async def authenticate_introspector(
-    reads: AsyncSession, lookups: LookupPool, credential: str | None
-) -> AdminPrincipal:
+async def authenticate_introspector(lookups: LookupPool, credential: str | None) -> AdminPrincipal:
     """Only an API key may introspect: it is what a resource server holds, and it names the
     one app whose tokens it may see. A session token is checked like anywhere else (401 when
     it is not a live one), then refused with 403: a user must not probe other users' tokens."""
     if credential and credential.startswith(tokens.API_KEY_PREFIX):
-        return await admin_auth.authenticate(reads, lookups, credential)
+        return await admin_auth.authenticate_key(lookups, credential)
     await sessions.authenticate(lookups, credential)
     raise Forbidden("introspection takes an API key (ask_…), not a session token")
 
 
 async def introspect(
-    db: AsyncSession,
+    writes: async_sessionmaker[AsyncSession],
     lookups: LookupPool,
     rules: Rules,
     origin: Origin,
@@ -79,11 +78,11 @@ async def introspect(
     """RFC 7662's answer for a session token: active with its claims, or only inactive —
     never why, so the caller learns nothing of a token it does not own. A token of another
     app is inactive even for the default app's keys: a resource server of one app must not
-    accept another app's users."""
+    accept another app's users. `writes` opens a session only for a failure's audit row."""
     try:
         principal = await sessions.authenticate(lookups, token)
     except AuthenticationRequired:
-        await _failed(db, rules, origin, caller, "unknown_token")
+        await _failed(writes, rules, origin, caller, "unknown_token")
         return INACTIVE
     except (SessionExpired, UserBanned):
         # Routine (a client holding a token past its end); the ban or sign-out has its own
@@ -91,7 +90,7 @@ async def introspect(
         return INACTIVE
     user = principal.user
     if user.app_id != caller.app_id:
-        await _failed(db, rules, origin, caller, "other_app")
+        await _failed(writes, rules, origin, caller, "other_app")
         return INACTIVE
     return {
         "active": True,
@@ -108,7 +107,11 @@ async def introspect(
 
 
 async def _failed(
-    db: AsyncSession, rules: Rules, origin: Origin, caller: AdminPrincipal, reason: str
+    writes: async_sessionmaker[AsyncSession],
+    rules: Rules,
+    origin: Origin,
+    caller: AdminPrincipal,
+    reason: str,
 ) -> None:
     """An audit row for a token that was never ours or belongs elsewhere: a misconfigured or
     probing resource server. The throttle is a shared one-time key, so under a flood of bad
@@ -117,7 +120,7 @@ async def _failed(
         f"introspect-failed:{caller.actor_id}:{reason}", FAILURE_AUDIT_EVERY
     ):
         return
-    async with db.begin():
+    async with writes() as db, db.begin():
         audit.record(
             db,
             "token.introspection_failed",
