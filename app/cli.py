@@ -131,13 +131,12 @@ def rotate_signing_key(settings: Settings) -> None:
 
 
 async def _rotate_signing_key(url: str, settings: Settings) -> str:
-    from app.services import signing_keys, webhooks  # noqa: F401  webhooks: its audit hook
-    from app.services.admin_cli import CLI
+    from app.services import signing_keys
 
     engine = database.create_engine(url, settings)
     try:
         async with database.session_factory(engine)() as db:
-            key = await signing_keys.rotate(db, settings, CLI)
+            key = await signing_keys.rotate(db, settings, admin_cli.CLI)
     finally:
         await engine.dispose()
     return (
