@@ -251,7 +251,7 @@ class Settings(BaseSettings):
         "change-email/confirm) per IP",
     )
     rate_limit_introspect_ip: str = Field(
-        default="6000/60",
+        default="30000/60",
         description="POST /v1/auth/introspect calls per IP (a resource server asks once per "
         "request it serves)",
     )
