@@ -64,7 +64,7 @@ docs-offline: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app tests fuzz bench tools
+	$(BIN)/mypy app tests fuzz bench tools examples
 
 fmt: install
 	$(BIN)/ruff format .

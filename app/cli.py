@@ -1,4 +1,5 @@
-"""`python -m app serve | worker | migrate | create-admin | create-api-key | purge`: the same
+"""`python -m app serve | worker | migrate | create-admin | create-api-key | purge |
+rotate-signing-key`: the same
 settings and database as the server.
 
 With no DATABASE_URL the embedded PostgreSQL under DATA_DIR is used; a command run while the
@@ -125,6 +126,26 @@ def purge(settings: Settings, user_id: str | None) -> None:
     print(_run(settings, lambda url: admin_cli.purge(url, settings, user_id)))
 
 
+def rotate_signing_key(settings: Settings) -> None:
+    print(_run(settings, lambda url: _rotate_signing_key(url, settings)))
+
+
+async def _rotate_signing_key(url: str, settings: Settings) -> str:
+    from app.services import signing_keys
+
+    engine = database.create_engine(url, settings)
+    try:
+        async with database.session_factory(engine)() as db:
+            key = await signing_keys.rotate(db, settings, admin_cli.CLI)
+    finally:
+        await engine.dispose()
+    return (
+        f"signing key {key.id} ({key.algorithm}) is published now and signs from "
+        f"{key.activated_at.isoformat(timespec='seconds')}; the previous key verifies until "
+        f"its last token expires"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m app", description="Userkeep")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,6 +181,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "purge", help="erase soft-deleted users past RETENTION_DAYS (or one deleted user now)"
     )
     purge_cmd.add_argument("--user-id", help="erase this soft-deleted user (ausr_…) now")
+    sub.add_parser(
+        "rotate-signing-key",
+        help="add the next JWT signing key: published at once, signing after "
+        "the JWKS cache time (5 min)",
+    )
     args = parser.parse_args(argv)
     if args.command == "create-admin" and args.argv_password is not None:
         admin.error(
@@ -201,3 +227,5 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         create_api_key(settings, args.app, args.name)
     elif args.command == "purge":
         purge(settings, args.user_id)
+    elif args.command == "rotate-signing-key":
+        rotate_signing_key(settings)

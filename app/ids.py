@@ -16,6 +16,7 @@ class Prefix(StrEnum):
     AUDIT = "aevt"
     WEBHOOK = "awhk"
     WEBHOOK_DELIVERY = "awdl"
+    SIGNING_KEY = "ajwk"
 
 
 def new_id(prefix: Prefix) -> str:

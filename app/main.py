@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from app import db as database
-from app.api import admin, admin_webhooks, auth, auth_email, docs, faroe, health, pages
+from app.api import admin, admin_webhooks, auth, auth_email, docs, faroe, health, pages, tokens
 from app.api.openapi import operation_id, restore_null_examples
 from app.errors import (
     TYPE_OF_STATUS,
@@ -31,7 +31,7 @@ from app.metrics import Metrics
 from app.middleware import BodyLimit, Observe, RequestId, SecurityHeaders
 from app.security import secret_box
 from app.security.passwords import PasswordHasher
-from app.services import jobs, ratelimit, tenancy
+from app.services import jobs, ratelimit, signing_keys, tenancy
 from app.services.job_batches import JobBatcher
 from app.settings import Settings, get_settings, unsafe_modes
 
@@ -190,6 +190,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.job_batcher = JobBatcher(app.state.lookups)
     app.state.hasher = PasswordHasher.from_settings(settings)
     app.state.rate_limits = ratelimit.build(settings, engine, app.state.lookups)
+    app.state.signing_keys = signing_keys.KeyRing(app.state.sessions, settings)
     app.state.migration_head = migration_head()
     async with app.state.sessions() as db:
         await tenancy.ensure_default_app(db)
@@ -262,6 +263,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(auth.router)
     app.include_router(auth_email.router)
+    app.include_router(tokens.router)
     app.include_router(admin.router)
     app.include_router(admin_webhooks.router)
     app.include_router(faroe.router)

@@ -310,3 +310,29 @@ Index("ix_users_role", _users.c.app_id, _users.c.role)
 Index("ix_users_email_verified", _users.c.app_id, _users.c.email_verified)
 _audit = AuditEvent.__table__  # type: ignore[attr-defined]
 Index("ix_audit_actor", _audit.c.actor_id, _audit.c.id)
+
+
+class SigningKey(SQLModel, table=True):
+    """A key pair that signs JWT access tokens (app/services/signing_keys.py). `private_key` is
+    a secret_box ciphertext of its PKCS#8 PEM (purpose "jwt-signing-key", bound to the id);
+    `public_jwk` is what GET /.well-known/jwks.json publishes. A key signs from `activated_at`
+    until `retired_at` (its successor's activation); NULL `retired_at` marks the newest key,
+    of which the unique index allows one."""
+
+    __tablename__ = "signing_keys"
+    __table_args__ = (
+        Index(
+            "uq_signing_keys_one_newest",
+            text("(retired_at IS NULL)"),
+            unique=True,
+            postgresql_where=text("retired_at IS NULL"),
+        ),
+    )
+
+    id: str = Field(primary_key=True)
+    algorithm: str = Field(sa_column=Column(String(16), nullable=False))
+    private_key: str = Field(sa_column=Column(Text, nullable=False))
+    public_jwk: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    created_at: datetime = _ts(nullable=False)
+    activated_at: datetime = _ts(nullable=False)
+    retired_at: datetime | None = _ts()

@@ -187,6 +187,19 @@ class Settings(BaseSettings):
         description=f"key (at least {SECRET_KEY_MIN_BYTES} bytes) the service encrypts its stored "
         "secrets under; unset or empty = one generated into DATA_DIR/secret_key at first start",
     )
+    # JWT access tokens (app/services/access_tokens.py, signing_keys.py): POST /v1/auth/token.
+    jwt_ttl: int = Field(
+        default=300,
+        ge=30,
+        le=86400,
+        description="lifetime of a JWT access token, seconds; a revoked session's JWTs keep "
+        "verifying until they expire",
+    )
+    jwt_algorithm: Literal["EdDSA", "ES256"] = Field(
+        default="EdDSA",
+        description="algorithm of new signing keys (EdDSA: Ed25519; ES256: P-256); a key "
+        "keeps its algorithm for life",
+    )
     # Webhooks (app/services/webhooks.py). Refusing private destinations keeps an app's admin
     # from making the service probe its own network; allowing them is an unsafe mode.
     webhook_allow_private: bool = Field(
@@ -237,6 +250,11 @@ class Settings(BaseSettings):
         description="codes and link tokens presented (verify-email, reset-password, "
         "change-email/confirm) per IP",
     )
+    rate_limit_introspect_ip: str = Field(
+        default="30000/60",
+        description="POST /v1/auth/introspect calls per IP (a resource server asks once per "
+        "request it serves)",
+    )
 
     @field_validator(
         "rate_limit_signin_ip",
@@ -248,6 +266,7 @@ class Settings(BaseSettings):
         "rate_limit_mail_ip",
         "rate_limit_mail_address",
         "rate_limit_code_ip",
+        "rate_limit_introspect_ip",
     )
     @classmethod
     def _limit_spec(cls, value: str) -> str:

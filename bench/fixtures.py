@@ -40,6 +40,26 @@ def fastapi_users_token(index: int) -> str:
     return _token("fastapi-users", index)
 
 
+def api_key() -> str:
+    return "ask_" + _token("api-key", 0)
+
+
+async def seed_api_key(conn: asyncpg.Connection) -> str:
+    """An API key of the default app (introspection's caller); the same secret every run."""
+    secret = api_key()
+    app_id, _ = await default_env(conn)
+    await conn.execute(
+        "INSERT INTO api_keys (id, app_id, name, key_hash, prefix, last4) "
+        "VALUES ($1, $2, 'bench introspection', $3, $4, $5) ON CONFLICT (key_hash) DO NOTHING",
+        new_id(Prefix.API_KEY),
+        app_id,
+        sha256(secret),
+        secret[:8],
+        secret[-4:],
+    )
+    return secret
+
+
 def sha256(value: str) -> bytes:
     return hashlib.sha256(value.encode()).digest()
 

@@ -9,8 +9,9 @@ users seeded by bench.seed_users and sessions by bench.fixtures, one server at a
 1. the password-hash ceiling: argon2id hashes/s with Userkeep's CryptContext, all cores;
 2. Userkeep (`python -m app serve`, WORKERS workers, RATE_LIMITS=off since all load comes from
    one address, JOBS_IN_SERVE=false so no job worker takes CPU from the requests): GET
-   /v1/auth/me, POST /v1/auth/forgot-password (its cost is compared to /me's; the mail jobs it
-   queues are purged after the row), POST /v1/auth/signin, GET /v1/admin/users?search=…, and
+   /v1/auth/me, POST /v1/auth/token and POST /v1/auth/introspect (the same session lookup as
+   /me; compared to it), POST /v1/auth/forgot-password (its cost is compared to /me's; the mail
+   jobs it queues are purged after the row), POST /v1/auth/signin, GET /v1/admin/users?search=…, and
    the Faroe get_user action (signed with FAROE_SECRET);
 3. the ceiling for /me: bench/ref_minimal.py (FastAPI + raw asyncpg, same lookup);
 4. the common alternative: bench/ref_fastapi_users.py (fastapi-users, DatabaseStrategy).
@@ -25,9 +26,10 @@ Knobs (environment): BENCH_USERS (100000; a bigger seeded set, e.g. the 1M of
 BENCH_FORGOT_ADDRESSES (addresses forgot-password cycles through, 10000: half of live users,
 half unknown), WORKERS (2),
 BENCH_CONNECTIONS (16), BENCH_DURATION (15 s), BENCH_WARMUP (3 s), BENCH_HASH_SECONDS (10),
-BENCH_TOOL (auto|wrk|python), BENCH_ONLY (comma list of rows: hash, me, forgot, signin, search,
-faroe, minimal, fastapi-users), BENCH_DATABASE_URL (an external server instead of the embedded
-one). The mail queue has a bench of its own: `make bench-mail` (bench/mail_queue.py).
+BENCH_TOOL (auto|wrk|python), BENCH_ONLY (comma list of rows: hash, me, token, introspect,
+forgot, signin, search, faroe, minimal, fastapi-users), BENCH_DATABASE_URL (an external server
+instead of the embedded one). The mail queue has a bench of its own: `make bench-mail`
+(bench/mail_queue.py); the JWT verifier's cost per request, `python -m bench.jwt_verify`.
 """
 
 import asyncio
@@ -77,7 +79,20 @@ SEARCHES = [
     "hopper7@example",
     "linus.turing1",
 ]
-ROWS = ["hash", "me", "forgot", "signin", "search", "faroe", "minimal", "fastapi-users"]
+ROWS = [
+    "hash",
+    "me",
+    "token",
+    "introspect",
+    "forgot",
+    "signin",
+    "search",
+    "faroe",
+    "minimal",
+    "fastapi-users",
+]
+# The issue's bar for the token and introspection rows: one indexed read like /me.
+TOKEN_MIN_RATIO = 0.8
 # The issue's bar: a forgot-password request costs at most twice a GET /me.
 FORGOT_MAX_COST = 2.0
 KNOBS = [
@@ -301,6 +316,8 @@ async def prepare(cfg: Config, url: str) -> dict:
             facts["signin_emails"] = await fixtures.seed_signin_users(conn, cfg.signin_users)
         if "faroe" in cfg.rows:
             facts["faroe_ids"] = await fixtures.sample_user_ids(conn, cfg.tokens)
+        if "introspect" in cfg.rows:
+            facts["api_key"] = await fixtures.seed_api_key(conn)
         if "forgot" in cfg.rows:
             facts["forgot_emails"] = await fixtures.forgot_addresses(conn, cfg.forgot_addresses)
     finally:
@@ -346,6 +363,36 @@ def bench_userkeep(cfg: Config, url: str, facts: dict, results: dict) -> None:
                     raw_request("GET", base, "/v1/auth/me", {"Authorization": f"Bearer {t}"})
                     for t in tokens
                 ],
+                watch=watch,
+            )
+        if "token" in cfg.rows:
+            print("  POST /v1/auth/token", flush=True)
+            tokens = [fixtures.session_token(i) for i in facts["token_indexes"]]
+            bearer = {"Authorization": f"Bearer {tokens[0]}"}
+            # Also makes the first signing key, outside the measurement.
+            check(base, ("POST", "/v1/auth/token"), 200, headers=bearer)
+            results["token"] = drive(
+                cfg,
+                base,
+                [
+                    raw_request("POST", base, "/v1/auth/token", {"Authorization": f"Bearer {t}"})
+                    for t in tokens
+                ],
+                watch=watch,
+            )
+        if "introspect" in cfg.rows:
+            print("  POST /v1/auth/introspect", flush=True)
+            tokens = [fixtures.session_token(i) for i in facts["token_indexes"]]
+            headers = {
+                "Authorization": f"Bearer {facts['api_key']}",
+                "Content-Type": "application/json",
+            }
+            bodies = [json.dumps({"token": t}).encode() for t in tokens]
+            check(base, ("POST", "/v1/auth/introspect"), 200, headers=headers, content=bodies[0])
+            results["introspect"] = drive(
+                cfg,
+                base,
+                [raw_request("POST", base, "/v1/auth/introspect", headers, b) for b in bodies],
                 watch=watch,
             )
         if "forgot" in cfg.rows:
@@ -581,6 +628,12 @@ def render(cfg: Config, facts: dict, results: dict, load: tuple[float, float, fl
         if value is not None
     )
     row("GET /v1/auth/me", "me", me_note)
+    for key, label in (
+        ("token", "POST /v1/auth/token"),
+        ("introspect", "POST /v1/auth/introspect"),
+    ):
+        share = ratio(results.get(key), results.get("me"))
+        row(label, key, f"{share:.2f}x /me" if share is not None else "")
     forgot = results.get("forgot")
     forgot_note = ""
     if forgot_cost is not None:
@@ -621,6 +674,13 @@ def render(cfg: Config, facts: dict, results: dict, load: tuple[float, float, fl
         )
     if me and me["p99"] is not None:
         targets.append(f"/me p99 ≤ 50 ms: {_verdict(me['p99'] <= 50)} ({me['p99']:.1f} ms)")
+    for key in ("token", "introspect"):
+        share = ratio(results.get(key), me)
+        if share is not None:
+            targets.append(
+                f"{key} ≥ {TOKEN_MIN_RATIO:g}x /me: {_verdict(share >= TOKEN_MIN_RATIO)} "
+                f"({share:.2f}x)"
+            )
     if forgot_cost is not None:
         by_cpu = ""
         if forgot_cpu is not None:
@@ -665,7 +725,7 @@ def main() -> None:
         cfg.db_url = url
         print("preparing the bench database…", flush=True)
         facts = asyncio.run(prepare(cfg, url))
-        if {"me", "forgot", "signin", "search", "faroe"} & set(cfg.rows):
+        if {"me", "token", "introspect", "forgot", "signin", "search", "faroe"} & set(cfg.rows):
             print(f"Userkeep ({cfg.workers} workers)", flush=True)
             bench_userkeep(cfg, url, facts, results)
         if "minimal" in cfg.rows:

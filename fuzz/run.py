@@ -9,7 +9,7 @@ uvicorn on a free loopback port (rate limits off, a Faroe secret set), then runs
     anonymous  every operation, no credentials
     user       /v1/auth/*, a regular user's session token
     admin      /v1/admin/*, a session of an admin of the default app (reaches every app)
-    api_key    /v1/admin/*, an API key of the default app
+    api_key    /v1/admin/* and /v1/auth/introspect, an API key of the default app
 
 with every check Schemathesis enables by default and all four of its phases (examples,
 coverage, fuzzing, stateful). Credentials come from fuzz/hooks.py, which mints a new caller
@@ -56,7 +56,8 @@ PHASES = (
     Phase("anonymous", "", "^/"),
     Phase("user", "user", "^/v1/auth/"),
     Phase("admin", "admin", "^/v1/admin/"),
-    Phase("api_key", "api_key", "^/v1/admin/"),
+    # Introspection is the one /v1/auth route an API key is for.
+    Phase("api_key", "api_key", "^/v1/(admin/|auth/introspect$)"),
 )
 
 

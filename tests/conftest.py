@@ -130,7 +130,7 @@ async def clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         await conn.execute(
             "TRUNCATE audit_events, email_codes, sessions, users, api_keys, rate_limits, "
             "user_counts, jobs, pgqueuer, pgqueuer_log, pgqueuer_statistics, "
-            "webhook_endpoints, webhook_deliveries"
+            "webhook_endpoints, webhook_deliveries, signing_keys"
         )
         await conn.execute("DELETE FROM apps WHERE slug <> 'default'")
         await conn.execute(
@@ -139,3 +139,6 @@ async def clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         )
     finally:
         await conn.close()
+    if "app" in request.fixturenames:
+        # The shared app's copy of the signing keys would name keys the TRUNCATE removed.
+        request.getfixturevalue("app").state.signing_keys.forget()

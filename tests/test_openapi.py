@@ -21,7 +21,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from app import clock
-from app.api import admin, admin_webhooks, auth_email, deps, health
+from app.api import admin, admin_webhooks, auth_email, deps, health, tokens
 from app.api import auth as auth_api
 from app.main import create_app
 from tests.admin_support import auth, default_app, make_admin, make_key, make_user
@@ -139,7 +139,13 @@ def facts(route: APIRoute, operation: dict[str, Any], spec: dict[str, Any]) -> F
         path_params={p["name"] for p in params if p["in"] == "path"},
         body_fields=body_fields,
         authenticated=bool(
-            calls & {deps.get_principal, deps.get_optional_principal, admin.get_admin}
+            calls
+            & {
+                deps.get_principal,
+                deps.get_optional_principal,
+                admin.get_admin,
+                tokens.get_introspector,
+            }
         ),
         # Per-IP rules (deps.rate_limit) and per-account ones (deps.Limits) both need Rules.
         rate_limited=deps.get_rules in calls,
@@ -152,6 +158,8 @@ def facts(route: APIRoute, operation: dict[str, Any], spec: dict[str, Any]) -> F
                 deps.get_principal,
                 deps.get_optional_principal,
                 admin.get_admin,
+                tokens.get_introspector,
+                tokens.get_key_ring,
             }
         ),
         hashes=bool(calls & {deps.get_hasher, deps.hash_admission}),
@@ -159,7 +167,14 @@ def facts(route: APIRoute, operation: dict[str, Any], spec: dict[str, Any]) -> F
 
 
 # The routers the app includes (app/main.py), but the Faroe one.
-ROUTERS = (auth_api.router, auth_email.router, admin.router, admin_webhooks.router, health.router)
+ROUTERS = (
+    auth_api.router,
+    auth_email.router,
+    tokens.router,
+    admin.router,
+    admin_webhooks.router,
+    health.router,
+)
 
 
 def api_routes() -> Iterator[APIRoute]:

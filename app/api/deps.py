@@ -22,7 +22,8 @@ bearer = HTTPBearer(
     auto_error=False,
     description="`/v1/auth`: a session token (`ukst_…`, the `session_token` of sign-up, sign-in "
     "or refresh). `/v1/admin`: the session token of a user whose role is `admin`, or an API key "
-    "(`ask_…`, from `POST /v1/admin/api-keys` or `python -m app create-api-key`).",
+    "(`ask_…`, from `POST /v1/admin/api-keys` or `python -m app create-api-key`); "
+    "`POST /v1/auth/introspect`: an API key only.",
 )
 
 

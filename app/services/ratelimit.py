@@ -232,12 +232,18 @@ class Rules:
             "faroe": parse_limits(settings.rate_limit_faroe_ip),
             "mail": parse_limits(settings.rate_limit_mail_ip),
             "code": parse_limits(settings.rate_limit_code_ip),
+            "introspect": parse_limits(settings.rate_limit_introspect_ip),
         }
         self.account_failures = parse_limits(settings.rate_limit_account_failures)
         self.mail_address = parse_limits(settings.rate_limit_mail_address)
 
     async def per_ip(self, rule: str, ip: str | None) -> None:
         await self.limiter.hit(f"{rule}:ip:{ip or '-'}", *self.by_name[rule])
+
+    async def once_per(self, key: str, seconds: int) -> bool:
+        """True for the first call with `key` in `seconds`, on every node: a throttle for
+        side effects (an audit row), not a limit, so RATE_LIMITS=off leaves it on."""
+        return await self.limiter.store.first_use(key, seconds, clock.now().timestamp())
 
     async def mail_to(self, env_id: str, address: str) -> None:
         """One mail asked for `address` in the environment, whether or not an account has it:

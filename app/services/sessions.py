@@ -35,6 +35,8 @@ class Principal:
     user: User
     session_id: str
     family_id: str
+    session_created_at: datetime
+    session_expires_at: datetime
 
 
 def issue(
@@ -86,6 +88,7 @@ def token_response(user: User, issued: Issued) -> dict[str, Any]:
 _LOOKUP = " ".join(
     [
         "SELECT s.id AS s_id, s.family_id AS s_family_id, s.expires_at AS s_expires_at,",
+        "s.created_at AS s_created_at,",
         "s.revoked_at AS s_revoked_at, s.last_used_at AS s_last_used_at,",
         users.select_columns("u"),
         "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
@@ -118,7 +121,13 @@ async def authenticate(lookups: LookupPool, token: str | None) -> Principal:
         stale = now - LAST_USED_GRANULARITY
         if row["s_last_used_at"] is None or row["s_last_used_at"] < stale:
             await conn.execute(_STAMP, row["s_id"], now, stale)
-    return Principal(user=user, session_id=row["s_id"], family_id=row["s_family_id"])
+    return Principal(
+        user=user,
+        session_id=row["s_id"],
+        family_id=row["s_family_id"],
+        session_created_at=row["s_created_at"],
+        session_expires_at=row["s_expires_at"],
+    )
 
 
 async def revoke_where(db: AsyncSession, *conditions: Any, reason: str) -> int:
