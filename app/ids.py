@@ -16,6 +16,7 @@ class Prefix(StrEnum):
     AUDIT = "aevt"
     WEBHOOK = "awhk"
     WEBHOOK_DELIVERY = "awdl"
+    MFA_ENROLLMENT = "amfa"
 
 
 def new_id(prefix: Prefix) -> str:

@@ -178,6 +178,13 @@ class Settings(BaseSettings):
         default="default",
         description="app (slug or aapp_ id) whose default environment Faroe's users live in",
     )
+    # A Faroe server cannot ask for a second factor: by default it sees users with MFA on as
+    # disabled. `allow` lets them sign in there with the password alone (an unsafe mode).
+    faroe_mfa_users: Literal["disabled", "allow"] = Field(
+        default="disabled",
+        description="'disabled': Faroe sees users with MFA on as disabled; 'allow': as they "
+        "are (the password alone signs them in through Faroe)",
+    )
 
     # The key of app/security/secret_box.py: what it encrypts (webhook secrets, later TOTP
     # secrets and JWT signing keys) is unreadable without it. Unset: one is made at first start
@@ -237,6 +244,16 @@ class Settings(BaseSettings):
         description="codes and link tokens presented (verify-email, reset-password, "
         "change-email/confirm) per IP",
     )
+    rate_limit_mfa_ip: str = Field(
+        default="30/60,300/3600",
+        description="MFA codes presented (challenge, confirm, disable, new recovery codes) per IP",
+    )
+    # A TOTP code is 1 in 10^6 (3 steps accepted): a day's budget keeps a holder of the
+    # password far from guessing one.
+    rate_limit_mfa_account: str = Field(
+        default="5/300,20/3600,100/86400",
+        description="wrong MFA codes per account (any route, any number of mfa_tokens)",
+    )
 
     @field_validator(
         "rate_limit_signin_ip",
@@ -248,6 +265,8 @@ class Settings(BaseSettings):
         "rate_limit_mail_ip",
         "rate_limit_mail_address",
         "rate_limit_code_ip",
+        "rate_limit_mfa_ip",
+        "rate_limit_mfa_account",
     )
     @classmethod
     def _limit_spec(cls, value: str) -> str:
@@ -477,6 +496,11 @@ def unsafe_modes(settings: Settings) -> list[str]:
         modes.append(
             "RATE_LIMITS=off: no rate limit on any route (sign-in, sign-up, refresh, admin, "
             "Faroe); password guessing is unlimited"
+        )
+    if settings.faroe_mfa_users == "allow":
+        modes.append(
+            "FAROE_MFA_USERS=allow: users with MFA on are not disabled for Faroe, which signs "
+            "them in with the password alone (it cannot ask for a second factor)"
         )
     if settings.webhook_allow_private:
         modes.append(

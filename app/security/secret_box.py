@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from app.errors import ServiceUnavailable
 from app.settings import Settings
 
 log = logging.getLogger("userkeep.secret_box")
@@ -36,6 +37,12 @@ NONCE_BYTES = 12
 
 class SecretBoxError(Exception):
     """A ciphertext that does not open: another key, purpose or row, or altered bytes."""
+
+
+class KeyUnavailable(ServiceUnavailable):
+    """No key to be had: SECRET_KEY unset and DATA_DIR/secret_key neither readable nor
+    creatable. A 503 naming the reason on every route that needs the box, not a 500; the
+    routes that need no secret keep working."""
 
 
 class SecretBox:
@@ -108,7 +115,16 @@ def master_key(settings: Settings) -> bytes:
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value().encode()
     path = settings.data_dir.resolve() / KEY_FILE
-    return _key_file(path)
+    try:
+        key = _key_file(path)
+    except OSError as exc:
+        raise KeyUnavailable(
+            f"SECRET_KEY is not set and {path} cannot be read or created "
+            f"({exc.strerror or type(exc).__name__}): set SECRET_KEY"
+        ) from exc
+    if not key:
+        raise KeyUnavailable(f"SECRET_KEY is not set and {path} is empty: set SECRET_KEY")
+    return key
 
 
 def box(settings: Settings) -> SecretBox:
@@ -126,8 +142,13 @@ def box(settings: Settings) -> SecretBox:
 
 def announce(settings: Settings) -> None:
     """At start-up: make sure there is a key (generating the file now, not at the first
-    secret), and say so when it is a generated one, which other nodes do not have."""
-    box(settings)
+    secret), and say so when it is a generated one, which other nodes do not have. No key
+    to be had is logged, not fatal: only the routes that need one answer 503."""
+    try:
+        box(settings)
+    except KeyUnavailable as exc:
+        log.error("stored secrets are unavailable: %s", exc.message)
+        return
     if settings.secret_key is None:
         log.warning(
             "SECRET_KEY is not set: stored secrets are encrypted with the generated key in %s; "
