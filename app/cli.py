@@ -1,4 +1,5 @@
-"""`python -m app serve | worker | migrate | create-admin | create-api-key | purge`: the same
+"""`python -m app serve | worker | migrate | create-admin | create-api-key | purge |
+reseal-secrets`: the same
 settings and database as the server.
 
 With no DATABASE_URL the embedded PostgreSQL under DATA_DIR is used; a command run while the
@@ -125,6 +126,10 @@ def purge(settings: Settings, user_id: str | None) -> None:
     print(_run(settings, lambda url: admin_cli.purge(url, settings, user_id)))
 
 
+def reseal_secrets(settings: Settings) -> None:
+    print(_run(settings, lambda url: admin_cli.reseal_secrets(url, settings)))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m app", description="Userkeep")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,6 +165,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "purge", help="erase soft-deleted users past RETENTION_DAYS (or one deleted user now)"
     )
     purge_cmd.add_argument("--user-id", help="erase this soft-deleted user (ausr_…) now")
+    sub.add_parser(
+        "reseal-secrets",
+        help="seal every stored secret under SECRET_KEY (after a rotation; the old keys in "
+        "SECRET_KEY_PREVIOUS can go afterwards)",
+    )
     args = parser.parse_args(argv)
     if args.command == "create-admin" and args.argv_password is not None:
         admin.error(
@@ -201,3 +211,5 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         create_api_key(settings, args.app, args.name)
     elif args.command == "purge":
         purge(settings, args.user_id)
+    elif args.command == "reseal-secrets":
+        reseal_secrets(settings)

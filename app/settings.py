@@ -194,6 +194,13 @@ class Settings(BaseSettings):
         description=f"key (at least {SECRET_KEY_MIN_BYTES} bytes) the service encrypts its stored "
         "secrets under; unset or empty = one generated into DATA_DIR/secret_key at first start",
     )
+    # A rotation: the new key in SECRET_KEY, the old one(s) here until `python -m app
+    # reseal-secrets` has sealed every stored secret under the new one.
+    secret_key_previous: SecretStr | None = Field(
+        default=None,
+        description="earlier SECRET_KEYs, comma-separated, that still open secrets stored "
+        "before a rotation (new secrets are always sealed under SECRET_KEY)",
+    )
     # Webhooks (app/services/webhooks.py). Refusing private destinations keeps an app's admin
     # from making the service probe its own network; allowing them is an unsafe mode.
     webhook_allow_private: bool = Field(
@@ -300,6 +307,16 @@ class Settings(BaseSettings):
                 f"must be at least {SECRET_KEY_MIN_BYTES} bytes (UTF-8); make one with "
                 '`python -c "import secrets; print(secrets.token_urlsafe(32))"`'
             )
+        return value
+
+    @field_validator("secret_key_previous")
+    @classmethod
+    def _secret_key_previous(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        for key in value.get_secret_value().split(","):
+            if key.strip() and len(key.strip().encode("utf-8")) < SECRET_KEY_MIN_BYTES:
+                raise ValueError(f"each key must be at least {SECRET_KEY_MIN_BYTES} bytes (UTF-8)")
         return value
 
     @field_validator("mail_url")

@@ -5,6 +5,8 @@ Faroe view, and the 503 of a missing or changed key."""
 import pytest
 
 from app.security import secret_box
+from app.security.secret_box import SecretBox
+from app.services import admin_cli
 from tests.admin_support import (
     audit_rows,
     auth,
@@ -14,7 +16,9 @@ from tests.admin_support import (
     make_key,
     make_session,
     make_user,
+    make_webhook,
 )
+from tests.conftest import SECRET_KEY, make_settings
 from tests.faroe_support import FaroeServerDouble, app_with
 from tests.helpers import PASSWORD, bearer, signup
 from tests.mfa_support import align_to_step, challenge, code_at, enroll, mfa_token, step_now
@@ -396,3 +400,49 @@ async def test_a_changed_key_is_503_not_500(client, database_url):
         # A recovery code needs no secret: the way back in still works.
         rescued = await challenge(changed, token, recovery_code=user.recovery_codes[0])
         assert rescued.status_code == 200
+
+
+NEW_KEY = "the-next-secret-key-of-at-least-32-bytes"
+
+
+async def test_a_rotated_key_reseals_a_totp_secret_at_its_next_use(client, pg, database_url):
+    user = await enroll(client)
+    token = await mfa_token(client, user.email)
+    rotated = {"secret_key": NEW_KEY, "secret_key_previous": SECRET_KEY}
+    async with app_with(database_url, **rotated) as after:
+        assert (await challenge(after, token, code=user.code())).status_code == 200
+    row = await pg.fetchrow("SELECT id, secret FROM mfa_enrollments")
+    assert (
+        SecretBox(NEW_KEY.encode()).decrypt("totp-secret", row["secret"], row["id"]) == user.secret
+    )
+    # The old key alone no longer opens it.
+    async with app_with(database_url, secret_key=SECRET_KEY) as old:
+        answer = await challenge(old, await mfa_token(old, user.email), code=user.code())
+        assert answer.status_code == 503
+
+
+async def test_reseal_secrets_moves_every_stored_secret_to_the_new_key(client, pg, database_url):
+    user = await enroll(client)
+    webhook_id, _ = await make_webhook(pg, (await default_app(pg))[0])
+    settings = make_settings(database_url, secret_key=NEW_KEY, secret_key_previous=SECRET_KEY)
+    summary = await admin_cli.reseal_secrets(database_url, settings)
+    assert summary == "resealed 2 secret(s); 0 already under SECRET_KEY"
+    again = await admin_cli.reseal_secrets(database_url, settings)
+    assert again == "resealed 0 secret(s); 2 already under SECRET_KEY"
+    new_box = SecretBox(NEW_KEY.encode())
+    row = await pg.fetchrow("SELECT id, secret FROM mfa_enrollments")
+    assert new_box.decrypt("totp-secret", row["secret"], row["id"]) == user.secret
+    sealed = await pg.fetchval("SELECT secret FROM webhook_endpoints WHERE id = $1", webhook_id)
+    assert new_box.decrypt("webhook-secret", sealed, webhook_id).startswith("whsec_")
+    # With the new key alone, sign-in with the factor works.
+    async with app_with(database_url, secret_key=NEW_KEY) as after:
+        token = await mfa_token(after, user.email)
+        assert (await challenge(after, token, code=user.code())).status_code == 200
+
+
+async def test_reseal_names_what_no_key_opens(client, pg, database_url):
+    await enroll(client)
+    enrollment_id = await pg.fetchval("SELECT id FROM mfa_enrollments")
+    settings = make_settings(database_url, secret_key=NEW_KEY)  # the old key forgotten
+    summary = await admin_cli.reseal_secrets(database_url, settings)
+    assert summary.endswith(f"1 open with no known key: {enrollment_id}")

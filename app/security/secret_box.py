@@ -11,13 +11,19 @@ signing keys later. One module, so there is one format and one key story.
   endpoint's id), so a ciphertext copied into another row fails to decrypt instead of lending
   that row its secret.
 - Format `v1.<urlsafe base64 of nonce || ciphertext || tag>`: the version says how to read it,
-  so a later format (or key rotation) can be told apart from this one.
+  so a later format can be told apart from this one.
+- Rotation: the new key goes into SECRET_KEY, the old ones into SECRET_KEY_PREVIOUS. Secrets
+  are always sealed under SECRET_KEY and opened under any of them; `open` says when an old key
+  was needed, so a caller can seal the secret again (TOTP does at each use), and
+  `python -m app reseal-secrets` (services/secret_rotation) does every stored secret at once,
+  after which the old keys can go.
 """
 
 import base64
 import logging
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -46,9 +52,10 @@ class KeyUnavailable(ServiceUnavailable):
 
 
 class SecretBox:
-    def __init__(self, master: bytes) -> None:
+    def __init__(self, master: bytes, previous: Sequence[bytes] = ()) -> None:
         self._master = master
         self._keys: dict[str, AESGCM] = {}
+        self._previous = [SecretBox(key) for key in previous]
 
     def _aead(self, purpose: str) -> AESGCM:
         aead = self._keys.get(purpose)
@@ -69,6 +76,22 @@ class SecretBox:
         return f"{VERSION}.{base64.urlsafe_b64encode(nonce + sealed).decode()}"
 
     def decrypt(self, purpose: str, token: str, associated: str) -> str:
+        return self.open(purpose, token, associated)[0]
+
+    def open(self, purpose: str, token: str, associated: str) -> tuple[str, bool]:
+        """(plaintext, stale): `stale` when only a previous key opened it, so the caller may
+        seal it again under the current one. SecretBoxError when no key does."""
+        try:
+            return self._decrypt(purpose, token, associated), False
+        except SecretBoxError as failed:
+            for old in self._previous:
+                try:
+                    return old._decrypt(purpose, token, associated), True
+                except SecretBoxError:
+                    continue
+            raise failed
+
+    def _decrypt(self, purpose: str, token: str, associated: str) -> str:
         version, _, body = token.partition(".")
         if version != VERSION:
             raise SecretBoxError(f"unknown ciphertext version {version!r}")
@@ -108,7 +131,7 @@ def _key_file(path: Path) -> bytes:
     return path.read_bytes().strip()
 
 
-_boxes: dict[tuple[str, str], SecretBox] = {}
+_boxes: dict[tuple[str, str, tuple[str, ...]], SecretBox] = {}
 
 
 def master_key(settings: Settings) -> bytes:
@@ -129,15 +152,26 @@ def master_key(settings: Settings) -> bytes:
 
 def box(settings: Settings) -> SecretBox:
     """The box of `settings`' key (read or generated once per process and key source)."""
+    previous = tuple(previous_keys(settings))
     source = (
-        ("env", settings.secret_key.get_secret_value())
+        ("env", settings.secret_key.get_secret_value(), previous)
         if settings.secret_key is not None
-        else ("file", str(settings.data_dir.resolve() / KEY_FILE))
+        else ("file", str(settings.data_dir.resolve() / KEY_FILE), previous)
     )
     found = _boxes.get(source)
     if found is None:
-        found = _boxes[source] = SecretBox(master_key(settings))
+        keys = [key.encode() for key in previous]
+        found = _boxes[source] = SecretBox(master_key(settings), keys)
     return found
+
+
+def previous_keys(settings: Settings) -> list[str]:
+    """SECRET_KEY_PREVIOUS: the earlier keys, comma-separated (checked by Settings)."""
+    if settings.secret_key_previous is None:
+        return []
+    return [
+        k.strip() for k in settings.secret_key_previous.get_secret_value().split(",") if k.strip()
+    ]
 
 
 def announce(settings: Settings) -> None:

@@ -106,11 +106,18 @@ def _seal(settings: Settings, enrollment_id: str, secret: str) -> str:
 
 
 def _open(settings: Settings, enrollment: MfaEnrollment) -> str:
+    """The secret of a locked enrollment; one sealed under a previous key (a rotation) is
+    sealed again under the current key, in the caller's transaction."""
     try:
-        return secret_box.box(settings).decrypt(SECRET_PURPOSE, enrollment.secret, enrollment.id)
+        secret, stale = secret_box.box(settings).open(
+            SECRET_PURPOSE, enrollment.secret, enrollment.id
+        )
     except secret_box.SecretBoxError:
         log.error("enrollment %s: %s", enrollment.id, UNREADABLE)
         raise ServiceUnavailable(UNREADABLE) from None
+    if stale:
+        enrollment.secret = _seal(settings, enrollment.id, secret)
+    return secret
 
 
 def _totp(secret: str) -> pyotp.TOTP:
