@@ -139,6 +139,10 @@ async def signin(
         if upgraded is not None:
             user = await users.lock(db, user.id)
             user.password_hash = upgraded  # same password, stronger hash: no counter bump
+        # `mfa_enabled` as read before the hash, unlocked: MFA turned on during these
+        # milliseconds lets one last password-only sign-in through, as it would a moment
+        # earlier (turning it on ends no session either); locking here would cost every
+        # sign-in a row lock.
         if user.mfa_enabled:
             # No session before the second factor: a token that POST /mfa/challenge trades in.
             mfa_token = await mfa_tokens.issue(db, user)
