@@ -3,10 +3,12 @@ recovery codes, turning it off, the status, the admin's removal, the export and 
 Faroe view, and the 503 of a missing or changed key."""
 
 import pytest
+from standardwebhooks.webhooks import Webhook
 
 from app.security import secret_box
 from app.security.secret_box import SecretBox
 from app.services import admin_cli
+from app.settings import unsafe_modes
 from tests.admin_support import (
     audit_rows,
     auth,
@@ -22,6 +24,7 @@ from tests.conftest import SECRET_KEY, make_settings
 from tests.faroe_support import FaroeServerDouble, app_with
 from tests.helpers import PASSWORD, bearer, signup
 from tests.mfa_support import align_to_step, challenge, code_at, enroll, mfa_token, step_now
+from tests.webhook_support import receiver, worker
 
 TOTP = "/v1/auth/mfa/totp"
 CONFIRM = "/v1/auth/mfa/totp/confirm"
@@ -364,9 +367,6 @@ async def test_faroe_mfa_users_allow_lifts_it_by_name(client, database_url):
 
 
 async def test_allow_is_an_unsafe_mode(database_url):
-    from app.settings import unsafe_modes
-    from tests.conftest import make_settings
-
     modes = unsafe_modes(
         make_settings(database_url, faroe_mfa_users="allow", webhook_allow_private=False)
     )
@@ -446,3 +446,35 @@ async def test_reseal_names_what_no_key_opens(client, pg, database_url):
     settings = make_settings(database_url, secret_key=NEW_KEY)  # the old key forgotten
     summary = await admin_cli.reseal_secrets(database_url, settings)
     assert summary.endswith(f"1 open with no known key: {enrollment_id}")
+
+
+# ---- webhooks -----------------------------------------------------------------------------------
+
+
+async def test_mfa_on_and_off_are_delivered_as_webhook_events(client, app, database_url, pg):
+    admin = auth(await make_admin(pg, await default_app(pg)))
+    events = ["user.mfa_enabled", "user.mfa_disabled"]
+    async with receiver() as hook:
+        created = await client.post(
+            "/v1/admin/webhooks", json={"url": hook.url, "events": events}, headers=admin
+        )
+        assert created.status_code == 201, created.text
+        secret = created.json()["secret"]
+        async with worker(app, database_url):
+            user = await enroll(client)  # on
+            await _disable(client, user.session_token, password=PASSWORD, code=user.code())
+            other = await enroll(client)  # on, then removed by the admin
+            removed = await client.delete(f"/v1/admin/users/{other.user['id']}/mfa", headers=admin)
+            assert removed.status_code == 200
+            received = await hook.wait_for(4)
+    bodies = [Webhook(secret).verify(r.body, r.headers) for r in received]
+    seen = sorted((b["data"]["id"], b["type"], b["data"]["mfa_enabled"]) for b in bodies)
+    assert seen == sorted(
+        [
+            (user.user["id"], "user.mfa_enabled", True),
+            (user.user["id"], "user.mfa_disabled", False),
+            (other.user["id"], "user.mfa_enabled", True),
+            (other.user["id"], "user.mfa_disabled", False),
+        ]
+    )
+    assert all(user.secret not in r.body.decode() for r in received)
