@@ -1,5 +1,5 @@
 """`python -m app serve | worker | migrate | create-admin | create-api-key | purge |
-rotate-signing-key`: the same
+rotate-signing-key | reseal-secrets`: the same
 settings and database as the server.
 
 With no DATABASE_URL the embedded PostgreSQL under DATA_DIR is used; a command run while the
@@ -146,6 +146,10 @@ async def _rotate_signing_key(url: str, settings: Settings) -> str:
     )
 
 
+def reseal_secrets(settings: Settings) -> None:
+    print(_run(settings, lambda url: admin_cli.reseal_secrets(url, settings)))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m app", description="Userkeep")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -185,6 +189,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "rotate-signing-key",
         help="add the next JWT signing key: published at once, signing after "
         "the JWKS cache time (5 min)",
+    )
+    sub.add_parser(
+        "reseal-secrets",
+        help="seal every stored secret under SECRET_KEY (after a rotation; the old keys in "
+        "SECRET_KEY_PREVIOUS can go afterwards)",
     )
     args = parser.parse_args(argv)
     if args.command == "create-admin" and args.argv_password is not None:
@@ -229,3 +238,5 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         purge(settings, args.user_id)
     elif args.command == "rotate-signing-key":
         rotate_signing_key(settings)
+    elif args.command == "reseal-secrets":
+        reseal_secrets(settings)

@@ -112,6 +112,21 @@ class EmailNotVerified(ApiError):
     )
 
 
+class MfaRequired(ApiError):
+    status, type, message = 401, "mfa_required", "a second factor is required"
+    description = (
+        "the password was right and the user has MFA on: no session yet; send `mfa_token` "
+        "(5 minutes, single use, 5 tries) with a code to POST /v1/auth/mfa/challenge"
+    )
+
+    def __init__(self, mfa_token: str, methods: list[str]) -> None:
+        super().__init__(mfa_token=mfa_token, methods=methods)
+
+    @classmethod
+    def example(cls) -> "ApiError":
+        return cls("ukmt_3q9GdV1rPj0xYh6bN2sLwZ8cT5fK7mA4uE1oR9iQ0vX", ["totp", "recovery_code"])
+
+
 class InvalidCode(ApiError):
     status, type, message = 400, "invalid_code", "the code or link is invalid or has expired"
     description = (

@@ -17,6 +17,7 @@ class Prefix(StrEnum):
     WEBHOOK = "awhk"
     WEBHOOK_DELIVERY = "awdl"
     SIGNING_KEY = "ajwk"
+    MFA_ENROLLMENT = "amfa"
 
 
 def new_id(prefix: Prefix) -> str:

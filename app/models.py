@@ -4,6 +4,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -123,6 +124,11 @@ class User(SQLModel, table=True):
     password_hash_counter: int = Field(default=0, sa_column=Column(Integer, nullable=False))
     disabled_counter: int = Field(default=0, sa_column=Column(Integer, nullable=False))
     sessions_counter: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    # Kept in step with mfa_enrollments by services/mfa (same transaction), so the hot path
+    # (sessions.authenticate, GET /me) reads it from the users row without a join.
+    mfa_enabled: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
+    )
 
 
 class Session(SQLModel, table=True):
@@ -217,6 +223,64 @@ class EmailCode(SQLModel, table=True):
     email: str = Field(sa_column=Column(Text, nullable=False))
     new_email: str | None = Field(default=None, sa_column=Column(Text))
     code_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    token_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    created_at: datetime = _ts(nullable=False)
+    expires_at: datetime = _ts(nullable=False)
+
+
+class MfaEnrollment(SQLModel, table=True):
+    """A user's TOTP factor (migration 0012): pending until a first code confirms it. `secret`
+    is a secret_box ciphertext (purpose "totp-secret", bound to the enrollment's id);
+    `last_used_step` is the newest 30-second step a code was accepted for, so a code works
+    once."""
+
+    __tablename__ = "mfa_enrollments"
+    __table_args__ = (Index("uq_mfa_enrollments_user_type", "user_id", "type", unique=True),)
+
+    id: str = Field(primary_key=True)
+    user_id: str = Field(
+        sa_column=Column(Text, ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    )
+    type: str = Field(sa_column=Column(String(16), nullable=False))
+    secret: str = Field(sa_column=Column(Text, nullable=False))
+    confirmed_at: datetime | None = _ts()
+    last_used_step: int | None = Field(default=None, sa_column=Column(BigInteger))
+    created_at: datetime = _ts(nullable=False)
+    last_used_at: datetime | None = _ts()
+
+
+class MfaRecoveryCode(SQLModel, table=True):
+    """One unused recovery code of a user, as SHA-256 of (user id, code); using it deletes
+    the row."""
+
+    __tablename__ = "mfa_recovery_codes"
+    __table_args__ = (
+        Index("uq_mfa_recovery_codes_user_hash", "user_id", "code_hash", unique=True),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(
+        sa_column=Column(Text, ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    )
+    code_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = _ts(nullable=False)
+
+
+class MfaToken(SQLModel, table=True):
+    """The proof of a right password that an MFA challenge completes (`ukmt_…`, stored as
+    SHA-256): 5 minutes, 5 wrong tries, deleted when used."""
+
+    __tablename__ = "mfa_tokens"
+    __table_args__ = (
+        Index("uq_mfa_tokens_hash", "token_hash", unique=True),
+        Index("ix_mfa_tokens_user", "user_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(
+        sa_column=Column(Text, ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    )
     token_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False))
     created_at: datetime = _ts(nullable=False)

@@ -178,6 +178,13 @@ class Settings(BaseSettings):
         default="default",
         description="app (slug or aapp_ id) whose default environment Faroe's users live in",
     )
+    # A Faroe server cannot ask for a second factor: by default it sees users with MFA on as
+    # disabled. `allow` lets them sign in there with the password alone (an unsafe mode).
+    faroe_mfa_users: Literal["disabled", "allow"] = Field(
+        default="disabled",
+        description="'disabled': Faroe sees users with MFA on as disabled; 'allow': as they "
+        "are (the password alone signs them in through Faroe)",
+    )
 
     # The key of app/security/secret_box.py: what it encrypts (webhook secrets, later TOTP
     # secrets and JWT signing keys) is unreadable without it. Unset: one is made at first start
@@ -199,6 +206,13 @@ class Settings(BaseSettings):
         default="EdDSA",
         description="algorithm of new signing keys (EdDSA: Ed25519; ES256: P-256); a key "
         "keeps its algorithm for life",
+    )
+    # A rotation: the new key in SECRET_KEY, the old one(s) here until `python -m app
+    # reseal-secrets` has sealed every stored secret under the new one.
+    secret_key_previous: SecretStr | None = Field(
+        default=None,
+        description="earlier SECRET_KEYs, comma-separated, that still open secrets stored "
+        "before a rotation (new secrets are always sealed under SECRET_KEY)",
     )
     # Webhooks (app/services/webhooks.py). Refusing private destinations keeps an app's admin
     # from making the service probe its own network; allowing them is an unsafe mode.
@@ -255,6 +269,16 @@ class Settings(BaseSettings):
         description="POST /v1/auth/introspect calls per IP (a resource server asks once per "
         "request it serves)",
     )
+    rate_limit_mfa_ip: str = Field(
+        default="30/60,300/3600",
+        description="MFA codes presented (challenge, confirm, disable, new recovery codes) per IP",
+    )
+    # A TOTP code is 1 in 10^6 (3 steps accepted): a day's budget keeps a holder of the
+    # password far from guessing one.
+    rate_limit_mfa_account: str = Field(
+        default="5/300,20/3600,100/86400",
+        description="wrong MFA codes per account (any route, any number of mfa_tokens)",
+    )
 
     @field_validator(
         "rate_limit_signin_ip",
@@ -267,6 +291,8 @@ class Settings(BaseSettings):
         "rate_limit_mail_address",
         "rate_limit_code_ip",
         "rate_limit_introspect_ip",
+        "rate_limit_mfa_ip",
+        "rate_limit_mfa_account",
     )
     @classmethod
     def _limit_spec(cls, value: str) -> str:
@@ -300,6 +326,16 @@ class Settings(BaseSettings):
                 f"must be at least {SECRET_KEY_MIN_BYTES} bytes (UTF-8); make one with "
                 '`python -c "import secrets; print(secrets.token_urlsafe(32))"`'
             )
+        return value
+
+    @field_validator("secret_key_previous")
+    @classmethod
+    def _secret_key_previous(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        for key in value.get_secret_value().split(","):
+            if key.strip() and len(key.strip().encode("utf-8")) < SECRET_KEY_MIN_BYTES:
+                raise ValueError(f"each key must be at least {SECRET_KEY_MIN_BYTES} bytes (UTF-8)")
         return value
 
     @field_validator("mail_url")
@@ -496,6 +532,11 @@ def unsafe_modes(settings: Settings) -> list[str]:
         modes.append(
             "RATE_LIMITS=off: no rate limit on any route (sign-in, sign-up, refresh, admin, "
             "Faroe); password guessing is unlimited"
+        )
+    if settings.faroe_mfa_users == "allow":
+        modes.append(
+            "FAROE_MFA_USERS=allow: users with MFA on are not disabled for Faroe, which signs "
+            "them in with the password alone (it cannot ask for a second factor)"
         )
     if settings.webhook_allow_private:
         modes.append(

@@ -4,7 +4,8 @@ time the same.
     .venv/bin/python -m bench.enumeration [--samples 200] [--database-url URL] [--jobs-in-serve]
 
 Pairs (side A vs side B):
-- sign-in with an unknown e-mail vs with a known e-mail and a wrong password;
+- sign-in with an unknown e-mail vs with a known e-mail and a wrong password, and vs a wrong
+  password of a user with MFA on (`mfa_required` comes only after the right password);
 - change-password with a wrong current password for a user who has a password vs one who has
   none (created by an admin without one);
 - forgot-password for a known address vs an unknown one;
@@ -89,9 +90,10 @@ async def main(base: str, url: str, samples: int) -> list[str]:
     stamp = int(time.time())
     known = f"known-{stamp}@example.com"
     verified = f"verified-{stamp}@example.com"
+    with_mfa = f"mfa-{stamp}@example.com"
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
         created = {}
-        for email in (known, f"np-{stamp}@example.com", verified):
+        for email in (known, f"np-{stamp}@example.com", verified, with_mfa):
             response = await client.post(
                 "/v1/auth/signup", json={"email": email, "password": PASSWORD}
             )
@@ -108,6 +110,12 @@ async def main(base: str, url: str, samples: int) -> list[str]:
             await conn.execute(
                 "UPDATE users SET email_verified = true WHERE id = $1",
                 created[verified]["user"]["id"],
+            )
+            # The fourth has MFA on: sign-in reads only this column, and only after the
+            # password was right.
+            await conn.execute(
+                "UPDATE users SET mfa_enabled = true WHERE id = $1",
+                created[with_mfa]["user"]["id"],
             )
         finally:
             await conn.close()
@@ -133,6 +141,7 @@ async def main(base: str, url: str, samples: int) -> list[str]:
             {
                 "sign-in, unknown e-mail": signin(unknown),
                 "sign-in, wrong password": signin(known),
+                "sign-in, wrong password, MFA on": signin(with_mfa),
             },
             samples,
         )

@@ -130,7 +130,8 @@ async def clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         await conn.execute(
             "TRUNCATE audit_events, email_codes, sessions, users, api_keys, rate_limits, "
             "user_counts, jobs, pgqueuer, pgqueuer_log, pgqueuer_statistics, "
-            "webhook_endpoints, webhook_deliveries, signing_keys"
+            "webhook_endpoints, webhook_deliveries, signing_keys, mfa_enrollments, "
+            "mfa_recovery_codes, mfa_tokens"
         )
         await conn.execute("DELETE FROM apps WHERE slug <> 'default'")
         await conn.execute(

@@ -21,7 +21,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from app import clock
-from app.api import admin, admin_webhooks, auth_email, deps, health, tokens
+from app.api import admin, admin_webhooks, auth_email, auth_mfa, deps, health, tokens
 from app.api import auth as auth_api
 from app.main import create_app
 from tests.admin_support import auth, default_app, make_admin, make_key, make_user
@@ -44,11 +44,11 @@ TYPES_OF_STATUS = {
     500: {"internal_error"},
     503: {"service_unavailable"},
 }
-ENVELOPE_KEYS = {"error", "code", "type", "details", "ban_expires"}
+ENVELOPE_KEYS = {"error", "code", "type", "details", "ban_expires", "mfa_token", "methods"}
 # How pydantic writes an instant in the user JSON: UTC as `Z`.
 JSON_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 # Routes that check a credential sent in the body instead of a bearer token.
-SIGNS_IN = {"auth.signin", "auth.refresh"}
+SIGNS_IN = {"auth.signin", "auth.refresh", "auth.mfa.challenge"}
 # Parameters and fields that name an app or environment, looked up (404 when unknown).
 TENANT_REFS = {"app_id", "env_id", "x-app-id", "x-env-id"}
 WRITES = {"post", "put", "patch", "delete"}
@@ -171,6 +171,7 @@ ROUTERS = (
     auth_api.router,
     auth_email.router,
     tokens.router,
+    auth_mfa.router,
     admin.router,
     admin_webhooks.router,
     health.router,
@@ -217,6 +218,9 @@ def test_every_documented_error_is_an_example_envelope_of_its_status(spec):
                 if "ban_expires" in body:
                     assert body["type"] == "user_banned", where
                     assert JSON_INSTANT.fullmatch(body["ban_expires"]), where
+                if "mfa_token" in body or "methods" in body:
+                    assert body["type"] == "mfa_required", where
+                    assert body["mfa_token"].startswith("ukmt_"), where
             if status in (429, 503):
                 assert response["headers"]["Retry-After"]["required"] is True, where
     assert "HTTPValidationError" not in spec["components"]["schemas"]  # FastAPI's own 422

@@ -80,3 +80,24 @@ def test_secret_key_wins_over_the_file(tmp_path: Path) -> None:
 def test_short_secret_key_stops_start_up() -> None:
     with pytest.raises(ValidationError, match="at least 32 bytes"):
         _settings(secret_key="s" * 31)
+
+
+def test_a_previous_key_still_opens_and_says_so() -> None:
+    old = SecretBox(b"o" * 32).encrypt("totp-secret", "JBSW", "amfa_1")
+    rotated = SecretBox(KEY, previous=[b"o" * 32])
+    assert rotated.open("totp-secret", old, "amfa_1") == ("JBSW", True)
+    assert rotated.decrypt("totp-secret", old, "amfa_1") == "JBSW"
+    fresh = rotated.encrypt("totp-secret", "JBSW", "amfa_1")
+    assert rotated.open("totp-secret", fresh, "amfa_1") == ("JBSW", False)
+    with pytest.raises(SecretBoxError):
+        SecretBox(b"o" * 32).decrypt("totp-secret", fresh, "amfa_1")  # sealed under the new one
+    with pytest.raises(SecretBoxError):
+        SecretBox(KEY, previous=[b"x" * 32]).open("totp-secret", old, "amfa_1")
+
+
+def test_previous_keys_are_checked_like_the_key() -> None:
+    with pytest.raises(ValidationError):
+        _settings(secret_key="k" * 32, secret_key_previous="o" * 32 + ",short")
+    settings = _settings(secret_key="k" * 32, secret_key_previous=f" {'o' * 32} , {'p' * 32} ")
+    assert secret_box.previous_keys(settings) == ["o" * 32, "p" * 32]
+    assert _settings(secret_key_previous="").secret_key_previous is None

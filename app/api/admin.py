@@ -57,7 +57,7 @@ from app.errors import (
     UsernameTaken,
     ValidationFailed,
 )
-from app.services import admin, admin_auth, api_keys, apps, email_flows, jobs
+from app.services import admin, admin_auth, api_keys, apps, email_flows, jobs, mfa
 from app.services.admin_auth import AdminPrincipal
 
 
@@ -390,6 +390,19 @@ async def set_password(
 ) -> dict[str, Any]:
     """Set the user's password; every session of the user is revoked."""
     return await admin.set_password(db, hasher, settings, origin, caller, user_id, body.password)
+
+
+@router.delete(
+    "/users/{user_id}/mfa",
+    name="users.mfa.remove",
+    summary="Remove a user's second factors",
+    response_model=UserOut,
+    responses=errors(CALLER, BAD_USER_ID, USER_NOT_FOUND, KEY_ON_ADMIN),
+)
+async def remove_mfa(user_id: UserId, caller: Admin, db: Db, origin: From) -> dict[str, Any]:
+    """Remove the user's TOTP factor and recovery codes (a lost phone): MFA is off and every
+    session of the user ends. A user without MFA is answered as is."""
+    return await mfa.admin_remove(db, origin, caller, user_id)
 
 
 @router.get(

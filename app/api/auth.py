@@ -37,6 +37,7 @@ from app.errors import (
     EmailTaken,
     HashingOverloaded,
     InvalidCredentials,
+    MfaRequired,
     NotFound,
     RateLimited,
     SessionExpired,
@@ -94,6 +95,7 @@ async def signup(
         ValidationFailed("body", "give exactly one of email or username"),
         TENANT,
         InvalidCredentials,
+        MfaRequired,
         UserBanned,
         EmailNotVerified,
         RateLimited,
@@ -112,7 +114,8 @@ async def signin(
 ) -> dict[str, Any]:
     """Sign in with e-mail or username and password. Unknown account and wrong password give
     the same answer. Rate-limited per IP and per account (failed attempts): 429 with
-    Retry-After."""
+    Retry-After. A user with MFA on gets 401 `mfa_required` with an `mfa_token` instead of a
+    session, after the right password only: POST /v1/auth/mfa/challenge completes it."""
     fields = {**tenant, **body.model_dump(exclude_unset=True)}
     return await auth.signin(db, hasher, settings, rules, origin, fields)
 

@@ -226,7 +226,14 @@ async def invoke_action(
     try:
         # The REST door's bounds: a password Faroe stores here is one that door will verify.
         user = await faroe.invoke(
-            db, lookups, settings.faroe_app, action, invocation_id, origin, hasher.bounds
+            db,
+            lookups,
+            settings.faroe_app,
+            action,
+            invocation_id,
+            origin,
+            hasher.bounds,
+            mfa_disables=settings.faroe_mfa_users == "disabled",
         )
     except protocol.InvalidRequest as error:
         # Every such password is refused: the Faroe server's algorithm needs ARGON2_MAX_* raised.

@@ -17,7 +17,14 @@ from typing import Any
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from app.api import admin_schemas, email_schemas, schemas, token_schemas, webhook_schemas
+from app.api import (
+    admin_schemas,
+    email_schemas,
+    mfa_schemas,
+    schemas,
+    token_schemas,
+    webhook_schemas,
+)
 from app.api.schemas import ErrorOut
 from app.errors import (
     ApiError,
@@ -89,7 +96,14 @@ def restore_null_examples(spec: dict[str, Any]) -> None:
     would lose the key and no longer match its own schema, where `image` is required."""
     models = {
         name: model
-        for module in (schemas, admin_schemas, email_schemas, token_schemas, webhook_schemas)
+        for module in (
+            schemas,
+            admin_schemas,
+            email_schemas,
+            mfa_schemas,
+            token_schemas,
+            webhook_schemas,
+        )
         for name, model in vars(module).items()
         if isinstance(model, type) and issubclass(model, BaseModel)
     }

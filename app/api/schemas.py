@@ -71,6 +71,7 @@ EXAMPLE_ID = {
     Prefix.AUDIT: "aevt_01jhmms4kbecr9y64cpr8903wy",
     Prefix.WEBHOOK: "awhk_01jhst2a9ef0hbx0n8k6wq3m7d",
     Prefix.WEBHOOK_DELIVERY: "awdl_01jhmms5c2e6ksv1yq8tm4x0bz",
+    Prefix.MFA_ENROLLMENT: "amfa_01jhmn2f6reb4t8q0c3vw5x9ka",
 }
 
 
@@ -370,6 +371,7 @@ USER_EXAMPLE: dict[str, JsonValue] = {
     "created_at": SIGNED_UP,
     "updated_at": SIGNED_UP,
     "deleted_at": None,
+    "mfa_enabled": False,
 }
 SESSION_EXAMPLE: dict[str, JsonValue] = {
     "id": EXAMPLE_ID[Prefix.SESSION],
@@ -425,6 +427,9 @@ class UserOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None
+    mfa_enabled: bool = Field(
+        description="a second factor is on: sign-in answers `mfa_required` after the password"
+    )
 
 
 class TokensOut(BaseModel):
@@ -494,6 +499,27 @@ class AuditEventOut(BaseModel):
     metadata: dict[str, Any]
 
 
+MFA_ENROLLMENT_EXAMPLE: dict[str, JsonValue] = {
+    "id": EXAMPLE_ID[Prefix.MFA_ENROLLMENT],
+    "type": "totp",
+    "created_at": "2025-01-15T09:35:40.120448Z",
+    "confirmed_at": "2025-01-15T09:36:02.918312Z",
+    "last_used_at": "2025-01-16T08:02:11.402215Z",
+}
+
+
+class MfaEnrollmentOut(BaseModel):
+    """A factor as the export lists it: never its secret."""
+
+    model_config = example(MFA_ENROLLMENT_EXAMPLE)
+
+    id: str
+    type: str = Field(description="`totp`")
+    created_at: datetime
+    confirmed_at: datetime | None = Field(description="null while the enrollment is pending")
+    last_used_at: datetime | None
+
+
 class ExportOut(BaseModel):
     model_config = example(
         {
@@ -501,7 +527,7 @@ class ExportOut(BaseModel):
             "sessions": [{**SESSION_EXAMPLE, "revoked_at": None}],
             "devices": [],
             "organizations": [],
-            "mfa_enrollments": [],
+            "mfa_enrollments": [MFA_ENROLLMENT_EXAMPLE],
             "audit_events": [AUDIT_EVENT_EXAMPLE],
         }
     )
@@ -510,7 +536,7 @@ class ExportOut(BaseModel):
     sessions: list[ExportSessionOut]
     devices: list[dict[str, Any]]
     organizations: list[dict[str, Any]]
-    mfa_enrollments: list[dict[str, Any]]
+    mfa_enrollments: list[MfaEnrollmentOut]
     audit_events: list[AuditEventOut]
 
 
@@ -531,4 +557,12 @@ class ErrorOut(BaseModel):
     )
     ban_expires: datetime | None = Field(
         default=None, description="user_banned only: when the ban ends, if it does"
+    )
+    mfa_token: str | None = Field(
+        default=None,
+        description="mfa_required only: send it with a code to POST /v1/auth/mfa/challenge "
+        "(5 minutes, single use, 5 tries)",
+    )
+    methods: list[str] | None = Field(
+        default=None, description="mfa_required only: the factors the challenge accepts"
     )

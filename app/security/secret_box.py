@@ -11,13 +11,19 @@ signing keys later. One module, so there is one format and one key story.
   endpoint's id), so a ciphertext copied into another row fails to decrypt instead of lending
   that row its secret.
 - Format `v1.<urlsafe base64 of nonce || ciphertext || tag>`: the version says how to read it,
-  so a later format (or key rotation) can be told apart from this one.
+  so a later format can be told apart from this one.
+- Rotation: the new key goes into SECRET_KEY, the old ones into SECRET_KEY_PREVIOUS. Secrets
+  are always sealed under SECRET_KEY and opened under any of them; `open` says when an old key
+  was needed, so a caller can seal the secret again (TOTP does at each use), and
+  `python -m app reseal-secrets` (services/secret_rotation) does every stored secret at once,
+  after which the old keys can go.
 """
 
 import base64
 import logging
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -25,6 +31,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from app.errors import ServiceUnavailable
 from app.settings import Settings
 
 log = logging.getLogger("userkeep.secret_box")
@@ -38,10 +45,17 @@ class SecretBoxError(Exception):
     """A ciphertext that does not open: another key, purpose or row, or altered bytes."""
 
 
+class KeyUnavailable(ServiceUnavailable):
+    """No key to be had: SECRET_KEY unset and DATA_DIR/secret_key neither readable nor
+    creatable. A 503 naming the reason on every route that needs the box, not a 500; the
+    routes that need no secret keep working."""
+
+
 class SecretBox:
-    def __init__(self, master: bytes) -> None:
+    def __init__(self, master: bytes, previous: Sequence[bytes] = ()) -> None:
         self._master = master
         self._keys: dict[str, AESGCM] = {}
+        self._previous = [SecretBox(key) for key in previous]
 
     def _aead(self, purpose: str) -> AESGCM:
         aead = self._keys.get(purpose)
@@ -62,6 +76,22 @@ class SecretBox:
         return f"{VERSION}.{base64.urlsafe_b64encode(nonce + sealed).decode()}"
 
     def decrypt(self, purpose: str, token: str, associated: str) -> str:
+        return self.open(purpose, token, associated)[0]
+
+    def open(self, purpose: str, token: str, associated: str) -> tuple[str, bool]:
+        """(plaintext, stale): `stale` when only a previous key opened it, so the caller may
+        seal it again under the current one. SecretBoxError when no key does."""
+        try:
+            return self._decrypt(purpose, token, associated), False
+        except SecretBoxError as failed:
+            for old in self._previous:
+                try:
+                    return old._decrypt(purpose, token, associated), True
+                except SecretBoxError:
+                    continue
+            raise failed
+
+    def _decrypt(self, purpose: str, token: str, associated: str) -> str:
         version, _, body = token.partition(".")
         if version != VERSION:
             raise SecretBoxError(f"unknown ciphertext version {version!r}")
@@ -101,33 +131,58 @@ def _key_file(path: Path) -> bytes:
     return path.read_bytes().strip()
 
 
-_boxes: dict[tuple[str, str], SecretBox] = {}
+_boxes: dict[tuple[str, str, tuple[str, ...]], SecretBox] = {}
 
 
 def master_key(settings: Settings) -> bytes:
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value().encode()
     path = settings.data_dir.resolve() / KEY_FILE
-    return _key_file(path)
+    try:
+        key = _key_file(path)
+    except OSError as exc:
+        raise KeyUnavailable(
+            f"SECRET_KEY is not set and {path} cannot be read or created "
+            f"({exc.strerror or type(exc).__name__}): set SECRET_KEY"
+        ) from exc
+    if not key:
+        raise KeyUnavailable(f"SECRET_KEY is not set and {path} is empty: set SECRET_KEY")
+    return key
 
 
 def box(settings: Settings) -> SecretBox:
     """The box of `settings`' key (read or generated once per process and key source)."""
+    previous = tuple(previous_keys(settings))
     source = (
-        ("env", settings.secret_key.get_secret_value())
+        ("env", settings.secret_key.get_secret_value(), previous)
         if settings.secret_key is not None
-        else ("file", str(settings.data_dir.resolve() / KEY_FILE))
+        else ("file", str(settings.data_dir.resolve() / KEY_FILE), previous)
     )
     found = _boxes.get(source)
     if found is None:
-        found = _boxes[source] = SecretBox(master_key(settings))
+        keys = [key.encode() for key in previous]
+        found = _boxes[source] = SecretBox(master_key(settings), keys)
     return found
+
+
+def previous_keys(settings: Settings) -> list[str]:
+    """SECRET_KEY_PREVIOUS: the earlier keys, comma-separated (checked by Settings)."""
+    if settings.secret_key_previous is None:
+        return []
+    return [
+        k.strip() for k in settings.secret_key_previous.get_secret_value().split(",") if k.strip()
+    ]
 
 
 def announce(settings: Settings) -> None:
     """At start-up: make sure there is a key (generating the file now, not at the first
-    secret), and say so when it is a generated one, which other nodes do not have."""
-    box(settings)
+    secret), and say so when it is a generated one, which other nodes do not have. No key
+    to be had is logged, not fatal: only the routes that need one answer 503."""
+    try:
+        box(settings)
+    except KeyUnavailable as exc:
+        log.error("stored secrets are unavailable: %s", exc.message)
+        return
     if settings.secret_key is None:
         log.warning(
             "SECRET_KEY is not set: stored secrets are encrypted with the generated key in %s; "

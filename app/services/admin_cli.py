@@ -20,6 +20,7 @@ from app.services import (
     admin_auth,
     api_keys,
     audit,
+    secret_rotation,
     tenancy,
     users,
     webhooks,  # noqa: F401
@@ -180,3 +181,9 @@ async def purge(url: str, settings: Settings, user_id: str | None) -> str:
         except ApiError as exc:
             raise UserError(exc.message) from None
         return f"purged {user_id}"
+
+
+async def reseal_secrets(url: str, settings: Settings) -> str:
+    """Every stored secret sealed again under SECRET_KEY (after a rotation)."""
+    async with _session(url, settings) as db:
+        return (await secret_rotation.reseal_all(db, settings)).summary()

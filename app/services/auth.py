@@ -18,7 +18,7 @@ from app.errors import (
 from app.models import AuditEvent, Environment, Session, User
 from app.security import tokens
 from app.security.passwords import PasswordHasher, check_policy
-from app.services import api_keys, audit, email_flows, sessions, tenancy, users
+from app.services import api_keys, audit, email_flows, mfa, mfa_tokens, sessions, tenancy, users
 from app.services.audit import Origin
 from app.services.ratelimit import Rules
 from app.services.sessions import Principal
@@ -139,8 +139,20 @@ async def signin(
         if upgraded is not None:
             user = await users.lock(db, user.id)
             user.password_hash = upgraded  # same password, stronger hash: no counter bump
-        issued = sessions.issue(db, user, settings, origin)
-        audit.by_user(db, "user.signin", origin, user)
+        # `mfa_enabled` as read before the hash, unlocked: MFA turned on during these
+        # milliseconds lets one last password-only sign-in through, as it would a moment
+        # earlier (turning it on ends no session either); locking here would cost every
+        # sign-in a row lock.
+        if user.mfa_enabled:
+            # No session before the second factor: a token that POST /mfa/challenge trades in.
+            mfa_token = await mfa_tokens.issue(db, user)
+            audit.by_user(db, "user.signin_mfa_required", origin, user)
+        else:
+            mfa_token = None
+            issued = sessions.issue(db, user, settings, origin)
+            audit.by_user(db, "user.signin", origin, user)
+    if mfa_token is not None:
+        raise mfa_tokens.required(mfa_token)
     return sessions.token_response(user, issued)
 
 
@@ -267,6 +279,7 @@ async def delete_account(db: AsyncSession, origin: Origin, principal: Principal)
         user = await users.lock(db, principal.user.id)
         user.deleted_at = users.touch(user)
         await sessions.revoke_all_for_user(db, user, "account_deleted")
+        await mfa.forget(db, user)
         audit.by_user(db, "user.deleted", origin, user)
         await api_keys.revoke_created_by(
             db, origin, user.id, "creator_deleted", actor_type="user", actor_id=user.id
@@ -318,11 +331,12 @@ async def export(db: AsyncSession, principal: Principal) -> dict[str, Any]:
             for s in all_sessions
         ]
         event_list = [audit.view_for_subject(e, user.id) for e in events]
+        enrollments = await mfa.enrollments_view(db, user.id)
     return {
         "user": users.view(user),
         "sessions": session_list,
         "devices": [],
         "organizations": [],
-        "mfa_enrollments": [],
+        "mfa_enrollments": enrollments,
         "audit_events": event_list,
     }

@@ -352,6 +352,10 @@ async def verify_email(
         user = await users.lock(db, user.id)
         if users.is_banned(user):
             return answer  # verified, but a ban still keeps the user out
+        if user.mfa_enabled:
+            # A mailbox is not a second factor, nor a password: a user with MFA on signs in
+            # with both (sign-in, then POST /v1/auth/mfa/challenge).
+            return answer
         issued = sessions.issue(db, user, settings, origin)
         audit.by_user(db, "user.signin", origin, user, {"method": "email_verification"})
     return {**answer, **sessions.token_response(user, issued)}

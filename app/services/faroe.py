@@ -157,7 +157,11 @@ def password_to_faroe(stored: str | None, bounds: Argon2Bounds) -> FaroePassword
 # ---- reading ----------------------------------------------------------------------------------
 
 
-def to_faroe_user(user: User, now: datetime, bounds: Argon2Bounds) -> FaroeUser:
+def to_faroe_user(
+    user: User, now: datetime, bounds: Argon2Bounds, mfa_disables: bool = True
+) -> FaroeUser:
+    """`mfa_disables`: a user with MFA on reads as disabled (FAROE_MFA_USERS=disabled), since
+    a Faroe server would sign them in with the password alone."""
     password = password_to_faroe(user.password_hash, bounds)
     return FaroeUser(
         id=user.id,
@@ -165,7 +169,7 @@ def to_faroe_user(user: User, now: datetime, bounds: Argon2Bounds) -> FaroeUser:
         password_hash=password.hash,
         password_hash_algorithm_id=password.algorithm_id,
         password_salt=password.salt,
-        disabled=users.is_banned(user, now),
+        disabled=users.is_banned(user, now) or (mfa_disables and user.mfa_enabled),
         display_name=user.name or "",
         email_address_counter=user.email_address_counter,
         password_hash_counter=user.password_hash_counter,
@@ -200,6 +204,7 @@ class _Call:
     # users.password_hash for create_user and update_user_password_hash, mapped (and so
     # checked against the bounds) before the transaction began.
     password_hash: str | None
+    mfa_disables: bool
 
     def live(self, user_id: str) -> list[Any]:
         """The user by id, in Faroe's environment, not deleted."""
@@ -294,6 +299,7 @@ async def read(
     app_ref: str,
     action: protocol.GetUser | protocol.GetUserByEmailAddress,
     bounds: Argon2Bounds,
+    mfa_disables: bool = True,
 ) -> FaroeUser:
     """get_user and get_user_by_email_address: the user, or ActionError user_not_found;
     FaroeAppMissing when FAROE_APP names no app."""
@@ -312,7 +318,7 @@ async def read(
         raise FaroeAppMissing(f"FAROE_APP={app_ref!r}: environment not found")
     if not found or row["id"] is None:
         raise ActionError(USER_NOT_FOUND)
-    return to_faroe_user(users.from_row(row), clock.now(), bounds)
+    return to_faroe_user(users.from_row(row), clock.now(), bounds, mfa_disables)
 
 
 async def _create_user(call: _Call, action: protocol.CreateUser) -> FaroeUser:
@@ -333,7 +339,7 @@ async def _create_user(call: _Call, action: protocol.CreateUser) -> FaroeUser:
     call.db.add(user)
     await call.db.flush()  # a unique violation surfaces here (see invoke)
     call.audit("user.created", user.id)
-    return to_faroe_user(user, call.now, call.bounds)
+    return to_faroe_user(user, call.now, call.bounds, call.mfa_disables)
 
 
 async def _update_user_email_address(call: _Call, action: protocol.UpdateUserEmailAddress) -> None:
@@ -473,13 +479,14 @@ async def invoke(
     invocation_id: str,
     origin: Origin,
     bounds: Argon2Bounds,
+    mfa_disables: bool = True,
 ) -> FaroeUser | None:
     """Run one action: a read in one statement (`read`), a change in one transaction with its
     audit row. The user for the two reads and create_user, None for the other four; raises
     ActionError for an action error, FaroeAppMissing when FAROE_APP names no app,
     protocol.InvalidRequest for a password out of `bounds` (before any database work)."""
     if isinstance(action, protocol.GetUser | protocol.GetUserByEmailAddress):
-        return await read(lookups, app_ref, action, bounds)
+        return await read(lookups, app_ref, action, bounds, mfa_disables)
     action_name, handler = _HANDLERS[type(action)]
     password_hash = None
     if isinstance(action, protocol.CreateUser | protocol.UpdateUserPasswordHash):
@@ -493,7 +500,15 @@ async def invoke(
             except NotFound as exc:
                 raise FaroeAppMissing(f"FAROE_APP={app_ref!r}: {exc.message}") from None
             call = _Call(
-                db, env, invocation_id, action_name, origin, clock.now(), bounds, password_hash
+                db,
+                env,
+                invocation_id,
+                action_name,
+                origin,
+                clock.now(),
+                bounds,
+                password_hash,
+                mfa_disables,
             )
             return await handler(call, action)
     except DBAPIError as exc:

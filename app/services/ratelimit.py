@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import clock
 from app.db import LookupPool
-from app.errors import InvalidCredentials, RateLimited, ServiceUnavailable
+from app.errors import InvalidCode, InvalidCredentials, RateLimited, ServiceUnavailable
 from app.limits import Limit, parse_limits
 from app.settings import Settings
 
@@ -233,8 +233,10 @@ class Rules:
             "mail": parse_limits(settings.rate_limit_mail_ip),
             "code": parse_limits(settings.rate_limit_code_ip),
             "introspect": parse_limits(settings.rate_limit_introspect_ip),
+            "mfa": parse_limits(settings.rate_limit_mfa_ip),
         }
         self.account_failures = parse_limits(settings.rate_limit_account_failures)
+        self.mfa_failures = parse_limits(settings.rate_limit_mfa_account)
         self.mail_address = parse_limits(settings.rate_limit_mail_address)
 
     async def per_ip(self, rule: str, ip: str | None) -> None:
@@ -257,21 +259,39 @@ class Rules:
         step, so concurrent guesses cannot all pass a budget that none of them has counted
         yet; 429 when it is spent. The count is given back when the check succeeds, or ends
         in anything but a wrong password (e.g. hashing overloaded): only failures stay."""
-        key = f"fail:acct:{account}"
-        await self.limiter.hit(key, *self.account_failures)
+        async with self._failure_budget(
+            f"fail:acct:{account}", self.account_failures, InvalidCredentials
+        ) as attempt:
+            yield attempt
+
+    @asynccontextmanager
+    async def mfa_attempt(self, user_id: str) -> AsyncIterator[PasswordAttempt]:
+        """Around one second-factor check of a user, as `password_attempt` around a password:
+        only wrong codes (InvalidCode) stay counted, whichever mfa_token or route they came
+        by, so fresh tokens (each bought with the password) buy no extra guesses."""
+        async with self._failure_budget(
+            f"fail:mfa:{user_id}", self.mfa_failures, InvalidCode
+        ) as attempt:
+            yield attempt
+
+    @asynccontextmanager
+    async def _failure_budget(
+        self, key: str, limits: tuple[Limit, ...], failure: type[Exception]
+    ) -> AsyncIterator[PasswordAttempt]:
+        await self.limiter.hit(key, *limits)
         attempt = PasswordAttempt()
         failed = True
         try:
             yield attempt
             failed = not attempt.ok
-        except InvalidCredentials:
+        except failure:
             raise
         except BaseException:
             failed = False
             raise
         finally:
             if not failed:
-                await self.limiter.give_back(key, *self.account_failures)
+                await self.limiter.give_back(key, *limits)
 
 
 def build(settings: Settings, engine: AsyncEngine, lookups: LookupPool) -> Rules:

@@ -213,6 +213,7 @@ def view(user: User, now: datetime | None = None) -> dict[str, Any]:
         "created_at": user.created_at,
         "updated_at": user.updated_at,
         "deleted_at": user.deleted_at,
+        "mfa_enabled": user.mfa_enabled,
     }
 
 

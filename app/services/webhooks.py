@@ -99,6 +99,7 @@ _EXAMPLE_USER: dict[str, Any] = {
     "created_at": "2025-01-15T09:30:00Z",
     "updated_at": "2025-01-15T09:30:00Z",
     "deleted_at": None,
+    "mfa_enabled": False,
 }
 
 
@@ -156,7 +157,12 @@ CATALOG: tuple[EventType, ...] = (
         "a password was changed by the user, set by an admin, reset by mail or changed by Faroe",
         ("user.password_changed", "user.password_set", "user.password_reset"),
     ),
-    EventType("user.mfa_enabled", "a user turned on a second factor", ("user.mfa_enabled",)),
+    EventType(
+        "user.mfa_enabled",
+        "a user turned on a second factor",
+        ("user.mfa_enabled",),
+        {**_EXAMPLE_USER, "mfa_enabled": True},
+    ),
     EventType(
         "user.mfa_disabled",
         "a user's second factor was removed (by the user or an admin)",
