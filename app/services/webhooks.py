@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import Connection, select
+from sqlalchemy import update as sql_update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 from standardwebhooks.webhooks import Webhook
@@ -504,13 +505,25 @@ async def _track_health(
     db: AsyncSession, endpoint_id: str, attempt: Attempt, now: datetime
 ) -> bool:
     """Success clears `failing_since`; a failure starts it, and after DISABLE_AFTER of
-    failures without a success the endpoint is disabled with the reason. True if disabled."""
-    endpoint = await db.get(WebhookEndpoint, endpoint_id, with_for_update=True)
+    failures without a success the endpoint is disabled with the reason. True if disabled.
+
+    Concurrent deliveries to one endpoint all run this. The delivery row just added holds a
+    KEY SHARE lock on the endpoint (its foreign key): FOR UPDATE here would be an upgrade that
+    two such transactions deadlock on, so the lock is FOR NO KEY UPDATE (no key changes), and
+    a success writes the row only when it was failing (a healthy endpoint is not locked)."""
+    if attempt.status == "succeeded":
+        await db.execute(
+            sql_update(WebhookEndpoint)
+            .where(
+                col(WebhookEndpoint.id) == endpoint_id,
+                col(WebhookEndpoint.failing_since).is_not(None),
+            )
+            .values(failing_since=None)
+        )
+        return False
+    endpoint = await db.get(WebhookEndpoint, endpoint_id, with_for_update={"key_share": True})
     if endpoint is None:
         return True
-    if attempt.status == "succeeded":
-        endpoint.failing_since = None
-        return False
     if endpoint.failing_since is None:
         endpoint.failing_since = now
         return False
