@@ -27,7 +27,8 @@ half unknown), WORKERS (2),
 BENCH_CONNECTIONS (16), BENCH_DURATION (15 s), BENCH_WARMUP (3 s), BENCH_HASH_SECONDS (10),
 BENCH_TOOL (auto|wrk|python), BENCH_ONLY (comma list of rows: hash, me, forgot, signin, search,
 faroe, minimal, fastapi-users), BENCH_DATABASE_URL (an external server instead of the embedded
-one). The mail queue has a bench of its own: `make bench-mail` (bench/mail_queue.py).
+one). The mail queue has a bench of its own: `make bench-mail` (bench/mail_queue.py); so do
+webhooks (latency, throughput, fan-out; minutes): `make bench-webhooks` (bench/webhooks.py).
 """
 
 import asyncio
