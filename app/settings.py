@@ -2,7 +2,6 @@
 
 import email.policy
 import ipaddress
-import ssl
 from dataclasses import dataclass
 from email.headerregistry import Address
 from functools import lru_cache
@@ -14,6 +13,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.limits import parse_limits
+from app.security import tls
 
 FAROE_SECRET_MIN_BYTES = 32
 SECRET_KEY_MIN_BYTES = 32
@@ -221,6 +221,11 @@ class Settings(BaseSettings):
         description="deliver webhooks to loopback, private and link-local addresses (tests, "
         "a receiver on the same private network)",
     )
+    webhook_tls_ca_file: Path | None = Field(
+        default=None,
+        description="PEM bundle of extra CAs trusted for webhook receivers' certificates (a "
+        "private CA), besides the system's; certificates are always verified",
+    )
 
     # Rate limits, shared by every node: in PostgreSQL, or in Redis when REDIS_URL is set. Each
     # rule is a comma-separated list of COUNT/SECONDS windows that must all hold. Turning them
@@ -356,7 +361,7 @@ class Settings(BaseSettings):
     def _public_url(cls, value: str) -> str:
         return check_link_base(value)
 
-    @field_validator("mail_templates", "mail_tls_ca_file", mode="before")
+    @field_validator("mail_templates", "mail_tls_ca_file", "webhook_tls_ca_file", mode="before")
     @classmethod
     def _empty_path(cls, value: object) -> object:
         # Empty is how env files leave a variable unset; Path("") would mean the current
@@ -373,17 +378,10 @@ class Settings(BaseSettings):
             raise ValueError("must be an existing directory")
         return value
 
-    @field_validator("mail_tls_ca_file")
+    @field_validator("mail_tls_ca_file", "webhook_tls_ca_file")
     @classmethod
-    def _mail_tls_ca_file(cls, value: Path | None) -> Path | None:
-        if value is None:
-            return None
-        # Loaded once here so a wrong file stops the start-up, not the first mail hours later.
-        try:
-            ssl.create_default_context(cafile=str(value))
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"cannot load it as a PEM CA bundle: {exc}") from None
-        return value
+    def _ca_file(cls, value: Path | None) -> Path | None:
+        return tls.check_ca_file(value)
 
     @model_validator(mode="after")
     def _argon2_within_bounds(self) -> "Settings":

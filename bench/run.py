@@ -29,7 +29,9 @@ BENCH_CONNECTIONS (16), BENCH_DURATION (15 s), BENCH_WARMUP (3 s), BENCH_HASH_SE
 BENCH_TOOL (auto|wrk|python), BENCH_ONLY (comma list of rows: hash, me, token, introspect,
 forgot, signin, search, faroe, minimal, fastapi-users), BENCH_DATABASE_URL (an external server
 instead of the embedded one). The mail queue has a bench of its own: `make bench-mail`
-(bench/mail_queue.py); the JWT verifier's cost per request, `python -m bench.jwt_verify`.
+(bench/mail_queue.py); so do webhooks (latency, throughput, fan-out; minutes): `make
+bench-webhooks` (bench/webhooks.py); the JWT verifier's cost per request, `python -m
+bench.jwt_verify`.
 """
 
 import asyncio

@@ -41,7 +41,7 @@ DEFER_REPLY = "451 4.3.0 try later"
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """A CA and a server certificate it signed, for localhost and 127.0.0.1."""
+    """A CA and a server certificate it signed, for a name (localhost) and 127.0.0.1."""
 
     ca_file: Path
     cert_file: Path
@@ -53,10 +53,10 @@ class TlsFiles:
         return context
 
 
-def make_tls_files(directory: Path) -> TlsFiles:
-    """A CA certificate and a server certificate, both shaped the way strict verifiers want
-    them (basic constraints, key usages, key identifiers, a SAN): Python 3.13 checks with
-    VERIFY_X509_STRICT by default."""
+def make_tls_files(directory: Path, name: str = "localhost") -> TlsFiles:
+    """A CA certificate and a server certificate for `name` and 127.0.0.1, both shaped the way
+    strict verifiers want them (basic constraints, key usages, key identifiers, a SAN): Python
+    3.13 checks with VERIFY_X509_STRICT by default."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Userkeep test CA")])
@@ -89,7 +89,7 @@ def make_tls_files(directory: Path) -> TlsFiles:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -113,7 +113,7 @@ def make_tls_files(directory: Path) -> TlsFiles:
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
         .add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [x509.DNSName(name), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
             ),
             critical=False,
         )

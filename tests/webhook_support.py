@@ -2,6 +2,7 @@
 answers what the test programs, and a job worker in this process that delivers to it."""
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,24 +33,35 @@ class Answer:
 
 class Receiver:
     """A minimal HTTP/1.1 server (asyncio streams): one request per connection, answered with
-    the next programmed `Answer` (the last one repeats)."""
+    the next programmed `Answer` (the last one repeats). On 127.0.0.1, on `port` (0: a free
+    one); with `tls`, HTTPS, and `url` names `host` (which the test maps to 127.0.0.1)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0, tls: ssl.SSLContext | None = None, host: str = "") -> None:
         self.requests: list[Received] = []
         self.answers: list[Answer] = [Answer()]
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
-        self.port = 0
+        self.port = port
+        self.tls = tls
+        self.host = host or "127.0.0.1"
+        # The server names the clients asked for in their TLS hello (SNI), in order.
+        self.server_names: list[str | None] = []
+        if tls is not None:
+            tls.sni_callback = self._sni
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}/hooks"
 
     def answer(self, *answers: Answer) -> None:
         self.answers = list(answers)
 
+    def _sni(self, _socket: ssl.SSLObject, name: str | None, _context: ssl.SSLContext) -> None:
+        self.server_names.append(name)
+
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -100,8 +112,10 @@ class Receiver:
 
 
 @asynccontextmanager
-async def receiver() -> AsyncIterator[Receiver]:
-    found = Receiver()
+async def receiver(
+    port: int = 0, tls: ssl.SSLContext | None = None, host: str = ""
+) -> AsyncIterator[Receiver]:
+    found = Receiver(port, tls, host)
     await found.start()
     try:
         yield found

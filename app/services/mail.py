@@ -40,6 +40,7 @@ from jinja2 import (
 )
 
 from app import clock
+from app.security import tls
 from app.settings import MailUrl, Settings, parse_mail_url, sender_address
 
 log = logging.getLogger("userkeep.mail")
@@ -191,7 +192,7 @@ async def _send_smtp(
     settings: Settings, target: MailUrl, mail: EmailMessage, message: Message
 ) -> None:
     where = _host_port(target)
-    tls_context = await asyncio.to_thread(_tls_context, settings.mail_tls_ca_file)
+    tls_context = await asyncio.to_thread(tls.client_context, settings.mail_tls_ca_file)
     try:
         await aiosmtplib.send(
             mail,
@@ -260,16 +261,6 @@ def _permanent(code: int) -> bool:
 def _host_port(target: MailUrl) -> str:
     host = f"[{target.host}]" if ":" in target.host else target.host
     return f"{host}:{target.port}"
-
-
-@lru_cache(maxsize=8)
-def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
-    # The system's CAs, plus the operator's for a private server; hostname checked. There is
-    # deliberately no setting that turns verification off.
-    context = ssl.create_default_context()
-    if ca_file is not None:
-        context.load_verify_locations(cafile=str(ca_file))
-    return context
 
 
 _fqdn: str | None = None

@@ -28,11 +28,13 @@ import socket
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import Connection, select
+from sqlalchemy import update as sql_update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 from standardwebhooks.webhooks import Webhook
@@ -41,7 +43,7 @@ from app import clock
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.ids import Prefix, is_valid, new_id
 from app.models import AuditEvent, User, WebhookDelivery, WebhookEndpoint
-from app.security import secret_box
+from app.security import secret_box, tls
 from app.services import admin_auth, audit, cursors, jobs, users
 from app.services.admin_auth import AdminPrincipal
 from app.services.audit import Origin
@@ -376,9 +378,16 @@ def signature(secrets_: Sequence[str], event_id: str, timestamp: int, body: str)
 
 
 async def send(
-    url: str, event_id: str, body: str, secrets_: Sequence[str], allow_private: bool
+    url: str,
+    event_id: str,
+    body: str,
+    secrets_: Sequence[str],
+    allow_private: bool,
+    ca_file: Path | None = None,
 ) -> Attempt:
-    """One POST: at most TIMEOUT_SECONDS in all, no redirect followed, at most 4 KiB read."""
+    """One POST: at most TIMEOUT_SECONDS in all, no redirect followed, at most 4 KiB read.
+    HTTPS is verified against the system's CAs plus `ca_file` (WEBHOOK_TLS_CA_FILE); a
+    certificate that fails means no request at all, never one in clear."""
     started = time.monotonic()
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -403,12 +412,14 @@ async def send(
     try:
         async with asyncio.timeout(TIMEOUT_SECONDS):
             address = await resolve(host, port, allow_private)
+            # Off the event loop: the first call of a process reads the CA files.
+            verify = await asyncio.to_thread(tls.client_context, ca_file)
             # To the checked address itself; TLS still checks the certificate against the
             # host name, which goes in SNI (httpcore verifies against sni_hostname).
             target = httpx.URL(url).copy_with(host=address)
             extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
             async with (
-                httpx.AsyncClient(follow_redirects=False, trust_env=False) as client,
+                httpx.AsyncClient(follow_redirects=False, trust_env=False, verify=verify) as client,
                 client.stream(
                     "POST", target, content=body.encode(), headers=headers, extensions=extensions
                 ) as response,
@@ -473,7 +484,12 @@ async def deliver(job: jobs.Job, env: jobs.JobEnv) -> None:
         signing = _secrets(env.settings, endpoint, clock.now())
         url = endpoint.url
     attempt = await send(
-        url, payload["event_id"], body, signing, env.settings.webhook_allow_private
+        url,
+        payload["event_id"],
+        body,
+        signing,
+        env.settings.webhook_allow_private,
+        env.settings.webhook_tls_ca_file,
     )
     now = clock.now()
     retries_left = attempt.status == "failed" and not attempt.refused
@@ -510,13 +526,25 @@ async def _track_health(
     db: AsyncSession, endpoint_id: str, attempt: Attempt, now: datetime
 ) -> bool:
     """Success clears `failing_since`; a failure starts it, and after DISABLE_AFTER of
-    failures without a success the endpoint is disabled with the reason. True if disabled."""
-    endpoint = await db.get(WebhookEndpoint, endpoint_id, with_for_update=True)
+    failures without a success the endpoint is disabled with the reason. True if disabled.
+
+    Concurrent deliveries to one endpoint all run this. The delivery row just added holds a
+    KEY SHARE lock on the endpoint (its foreign key): FOR UPDATE here would be an upgrade that
+    two such transactions deadlock on, so the lock is FOR NO KEY UPDATE (no key changes), and
+    a success writes the row only when it was failing (a healthy endpoint is not locked)."""
+    if attempt.status == "succeeded":
+        await db.execute(
+            sql_update(WebhookEndpoint)
+            .where(
+                col(WebhookEndpoint.id) == endpoint_id,
+                col(WebhookEndpoint.failing_since).is_not(None),
+            )
+            .values(failing_since=None)
+        )
+        return False
+    endpoint = await db.get(WebhookEndpoint, endpoint_id, with_for_update={"key_share": True})
     if endpoint is None:
         return True
-    if attempt.status == "succeeded":
-        endpoint.failing_since = None
-        return False
     if endpoint.failing_since is None:
         endpoint.failing_since = now
         return False
