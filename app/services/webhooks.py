@@ -205,28 +205,27 @@ def event_types() -> list[dict[str, Any]]:
 
 # ---- raising (from audit.py's flush hook, inside the change's transaction) -----------------
 
-# Does the app have an enabled endpoint subscribed to the event? (ix_webhook_endpoints_app)
+# Does the job's app have an enabled endpoint subscribed to its event? (ix_webhook_endpoints_app)
 _SUBSCRIBED = """EXISTS (
     SELECT 1 FROM webhook_endpoints
-    WHERE app_id = :app_id AND enabled AND :event_type = ANY(events))"""
+    WHERE app_id = job.app_id AND enabled AND job.key = ANY(events))"""
 
 
 @audit.on_new_events
 def raise_events(connection: Connection, events: Sequence[AuditEvent]) -> None:
     """For each new audit row that means a catalog event: one fan-out job if the app listens.
-    Synchronous: it runs inside the flush that writes the rows."""
+    Synchronous: it runs inside the flush that writes the rows, one statement for all of them."""
+    candidates = []
     for event in events:
         event_type = event_type_of(event)
         if event_type is None or event.app_id is None:
             continue
-        jobs.enqueue_where(
-            connection,
-            FANOUT_JOB,
-            {"event_id": event.id, "event_type": event_type},
-            app_id=event.app_id,
-            condition=_SUBSCRIBED,
-            params={"app_id": event.app_id, "event_type": event_type},
+        candidates.append(
+            jobs.Candidate(
+                {"event_id": event.id, "event_type": event_type}, event.app_id, event_type
+            )
         )
+    jobs.enqueue_where(connection, FANOUT_JOB, candidates, condition=_SUBSCRIBED)
 
 
 # ---- the body of an event ------------------------------------------------------------------
