@@ -1,5 +1,5 @@
-"""`python -m app serve | worker | migrate | create-admin | create-api-key | purge`: the same
-settings and database as the server.
+"""`python -m app serve | worker | migrate | create-admin | create-api-key | purge |
+import-users`: the same settings and database as the server.
 
 With no DATABASE_URL the embedded PostgreSQL under DATA_DIR is used; a command run while the
 server is up joins the running embedded server instead of starting a second one, and the last
@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -125,6 +126,27 @@ def purge(settings: Settings, user_id: str | None) -> None:
     print(_run(settings, lambda url: admin_cli.purge(url, settings, user_id)))
 
 
+def import_users(settings: Settings, args: argparse.Namespace) -> None:
+    from app.services import import_cli  # the import's modules: only for this command
+
+    if not Path(args.file).is_file():
+        raise UserError(f"{args.file}: no such file")
+    report = _run(
+        settings,
+        lambda url: import_cli.import_file(
+            url,
+            settings,
+            Path(args.file),
+            app=args.app,
+            env=args.env,
+            on_conflict=args.on_conflict,
+            errors_to=Path(args.errors) if args.errors else None,
+        ),
+    )
+    if report.totals.errors:
+        sys.exit(1)  # the other rows are imported; the errors were listed
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m app", description="Userkeep")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -160,6 +182,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         "purge", help="erase soft-deleted users past RETENTION_DAYS (or one deleted user now)"
     )
     purge_cmd.add_argument("--user-id", help="erase this soft-deleted user (ausr_…) now")
+    importing = sub.add_parser(
+        "import-users",
+        help="import users with password hashes from a JSON Lines file (exit 1 if a row failed)",
+    )
+    importing.add_argument("file", help="one user a line, as in POST /v1/admin/users/import")
+    importing.add_argument("--app", default="default", help="app slug or id (default: default)")
+    importing.add_argument("--env", help="environment slug or id (default: the app's default)")
+    importing.add_argument(
+        "--on-conflict",
+        choices=("skip", "update", "error"),
+        default="skip",
+        help="when a live user has the e-mail (default: skip)",
+    )
+    importing.add_argument("--errors", metavar="FILE", help="write every row error here (JSONL)")
     args = parser.parse_args(argv)
     if args.command == "create-admin" and args.argv_password is not None:
         admin.error(
@@ -201,3 +237,5 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         create_api_key(settings, args.app, args.name)
     elif args.command == "purge":
         purge(settings, args.user_id)
+    elif args.command == "import-users":
+        import_users(settings, args)

@@ -14,7 +14,18 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from app import db as database
-from app.api import admin, admin_webhooks, auth, auth_email, docs, faroe, health, pages
+from app.api import (
+    admin,
+    admin_import,
+    admin_webhooks,
+    auth,
+    auth_email,
+    docs,
+    faroe,
+    health,
+    pages,
+)
+from app.api.admin_import import IMPORT_PATH
 from app.api.openapi import operation_id, restore_null_examples
 from app.errors import (
     TYPE_OF_STATUS,
@@ -263,6 +274,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(auth_email.router)
     app.include_router(admin.router)
+    app.include_router(admin_import.router)
     app.include_router(admin_webhooks.router)
     app.include_router(faroe.router)
     app.include_router(health.router)
@@ -271,7 +283,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(docs.router)
     app.state.metrics = Metrics(app.state)
     # Each add wraps the previous: SecurityHeaders is the outermost (app/middleware.py).
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        # 1,000 users with hashes and metadata do not fit in 64 KiB.
+        larger={IMPORT_PATH: settings.import_max_body_bytes},
+    )
     app.add_middleware(Observe, metrics=app.state.metrics)
     app.add_middleware(RequestId)
     app.add_middleware(SecurityHeaders, pages=docs.PAGES | pages.PAGES)
