@@ -474,7 +474,7 @@ async def test_20_concurrent_imports_of_the_same_rows_create_each_user_once(
 async def test_email_verified_and_created_at_are_honoured(
     client: httpx.AsyncClient, pg: asyncpg.Connection, world: World
 ) -> None:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"email": "old@example.com", "email_verified": True, "created_at": "2019-05-04T03:02:01Z"},
         {"email": "new@example.com"},
     ]

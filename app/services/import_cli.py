@@ -7,6 +7,8 @@ already imported is then `skipped`). Progress goes to stderr on a terminal only;
 to stdout; errors by line number.
 """
 
+import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -24,6 +26,7 @@ from app.services.user_import import ImportRow, OnConflict, Outcome, Target, Tot
 from app.settings import Settings
 
 SHOWN_ERRORS = 20  # on stderr; every one goes to --errors FILE
+YIELD_EVERY = 50  # lines read between two looks at the batch being written
 
 
 @dataclass
@@ -97,20 +100,45 @@ async def import_file(
                             err.write("\r\033[K")  # over the progress line
                         print(f"line {outcome.index}: {outcome.error}", file=err)
 
-            batch: list[tuple[int, ImportRow]] = []
-            for number, text in _lines(path):
-                if not text.strip():
-                    continue
-                try:
-                    batch.append((number, user_import.parse_row(_decode(text), bounds)))
-                except user_import.RowError as exc:
-                    note([Outcome(number, "error", error=str(exc))])
-                if len(batch) >= user_import.BATCH_SIZE:
-                    note(await user_import.write_batch(db, target, batch))
-                    batch = []
+            # The batch in flight is written while the next one is read and checked: the
+            # file's parsing (Python) and the writing (PostgreSQL) overlap on two cores.
+            in_flight: asyncio.Task[list[Outcome]] | None = None
+            refused: list[Outcome] = []  # of the batch being read
+            written: list[Outcome] = []  # the refused rows of the batch in flight
+
+            async def settle() -> None:
+                nonlocal in_flight
+                if in_flight is not None:
+                    outcomes = await in_flight
+                    in_flight = None
+                    note(sorted([*written, *outcomes], key=lambda outcome: outcome.index))
                     if progress:
                         _progress(err, report, started)
-            note(await user_import.write_batch(db, target, batch))
+
+            batch: list[tuple[int, ImportRow]] = []
+            try:
+                for number, text in _lines(path):
+                    if number % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)  # the batch in flight takes its next step
+                    if not text.strip():
+                        continue
+                    try:
+                        batch.append((number, user_import.parse_row(_decode(text), bounds)))
+                    except user_import.RowError as exc:
+                        refused.append(Outcome(number, "error", error=str(exc)))
+                    if len(batch) + len(refused) >= user_import.BATCH_SIZE:
+                        await settle()
+                        in_flight = asyncio.create_task(user_import.write_batch(db, target, batch))
+                        written, refused, batch = refused, [], []
+                await settle()
+                written, refused = refused, []
+                in_flight = asyncio.create_task(user_import.write_batch(db, target, batch))
+                await settle()
+            finally:
+                if in_flight is not None:
+                    in_flight.cancel()
+                    with contextlib.suppress(BaseException):
+                        await in_flight
     finally:
         await engine.dispose()
         if errors_file is not None:

@@ -339,16 +339,28 @@ async def _write(
     )
     outcomes: list[Outcome | None] = [None] * len(rows)
     lost: list[int] = []
+    created: list[audit.Subject] = []
     for position, ((index, row), user_id) in enumerate(zip(rows, ids, strict=True)):
         if user_id in inserted:
             outcomes[position] = Outcome(index, "created", user_id)
-            _audit(db, target, env, "user.created", user_id, sorted(row.given))
+            created.append(audit.Subject(user_id, {"fields": sorted(row.given), "import": True}))
         else:
             lost.append(position)
+    # The audit rows an admin's create writes, with their webhook events.
+    await audit.record_many(
+        db,
+        "user.created",
+        created,
+        origin=target.origin,
+        app_id=env.app_id,
+        env_id=env.id,
+        actor_type=target.principal.actor_type,
+        actor_id=target.principal.actor_id,
+    )
     if lost:
         for position, outcome in zip(lost, await _conflicts(db, target, rows, lost), strict=True):
             outcomes[position] = outcome
-    await db.flush()  # the audit rows, and with them their webhook events (audit.py)
+    await db.flush()  # the updates' audit rows, and with them their webhook events (audit.py)
     return [outcome for outcome in outcomes if outcome is not None]
 
 
@@ -356,17 +368,11 @@ def _json(value: dict[str, str]) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _audit(
-    db: AsyncSession,
-    target: Target,
-    env: Environment,
-    action: str,
-    user_id: str,
-    fields: list[str],
-) -> None:
+def _audit_update(db: AsyncSession, target: Target, user_id: str, fields: list[str]) -> None:
+    env = target.env
     audit.record(
         db,
-        action,
+        "user.updated",
         origin=target.origin,
         app_id=env.app_id,
         env_id=env.id,
@@ -436,7 +442,7 @@ async def _update(
     except IntegrityError:
         await db.refresh(user)
         return Outcome(index, "error", error="username: is taken")
-    _audit(db, target, target.env, "user.updated", user_id, sorted(changed))
+    _audit_update(db, target, user_id, sorted(changed))
     return Outcome(index, "updated", user_id)
 
 

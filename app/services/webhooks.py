@@ -26,7 +26,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -183,13 +183,11 @@ EVENT_OF_ACTION = {action: event.name for event in CATALOG for action in event.a
 FAROE_EMAIL_UPDATE = "update_user_email_address"
 
 
-def event_type_of(event: AuditEvent) -> str | None:
-    """The catalog event an audit row means, or None."""
-    if event.action == "user.updated" and (
-        (event.event_metadata or {}).get("faroe_action") == FAROE_EMAIL_UPDATE
-    ):
+def event_type_of(action: str, metadata: Mapping[str, Any] | None) -> str | None:
+    """The catalog event an audit row (its action and metadata) means, or None."""
+    if action == "user.updated" and (metadata or {}).get("faroe_action") == FAROE_EMAIL_UPDATE:
         return "user.email_changed"
-    return EVENT_OF_ACTION.get(event.action)
+    return EVENT_OF_ACTION.get(action)
 
 
 # The audit action of POST …/test: its id is the test event's webhook-id.
@@ -212,12 +210,12 @@ _SUBSCRIBED = """EXISTS (
 
 
 @audit.on_new_events
-def raise_events(connection: Connection, events: Sequence[AuditEvent]) -> None:
+def raise_events(connection: Connection, events: Sequence[audit.NewEvent]) -> None:
     """For each new audit row that means a catalog event: one fan-out job if the app listens.
     Synchronous: it runs inside the flush that writes the rows, one statement for all of them."""
     candidates = []
     for event in events:
-        event_type = event_type_of(event)
+        event_type = event_type_of(event.action, event.metadata)
         if event_type is None or event.app_id is None:
             continue
         candidates.append(
@@ -259,7 +257,7 @@ async def build_body(db: AsyncSession, event_id: str) -> tuple[str, str] | None:
             "message": "a test event from Userkeep",
         }
     else:
-        found = event_type_of(event)
+        found = event_type_of(event.action, event.event_metadata)
         if found is None:
             return None
         event_type = found
