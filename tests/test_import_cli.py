@@ -30,6 +30,25 @@ def _cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _at_once(count: int, path: Path, database_url: str) -> tuple[list[int], list[str]]:
+    """`count` imports of the file started together: their exit codes and stdouts."""
+    command = [sys.executable, "-m", "app", "import-users", str(path)]
+    runs = [
+        subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=process_env(DATABASE_URL=database_url),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    return [run.returncode for run in runs], [out + err for out, err in outputs]
+
+
 def _write(path: Path, lines: list[Any]) -> Path:
     """Each item a line: a dict as JSON, a str as it is."""
     text = "\n".join(item if isinstance(item, str) else json.dumps(item) for item in lines)
@@ -153,3 +172,32 @@ async def test_an_unknown_app_or_a_missing_file_is_a_one_line_error(
     assert (unknown.returncode, unknown.stderr.strip()) == (2, "error: app not found")
     assert missing.returncode == 2 and "no such file" in missing.stderr
     assert await pg.fetchval("SELECT count(*) FROM users") == 0
+
+
+async def test_two_imports_of_one_file_at_once_create_each_user_once(
+    database_url: str, pg: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """Both processes race on every row (each writes two batches at a time): the unique index
+    decides, the loser's rows are skipped, and no run fails."""
+    rows = [{"email": f"race{i}@example.com"} for i in range(2500)]
+    path = _write(tmp_path / "users.jsonl", rows)
+    codes, outputs = _at_once(2, path, database_url)
+
+    assert codes == [0, 0], outputs
+    created = [int(out.split("created ")[1].split(",")[0]) for out in outputs]
+    assert sum(created) == 2500
+    assert await pg.fetchval("SELECT count(*) FROM users") == 2500
+    audited = await pg.fetchval("SELECT count(*) FROM audit_events WHERE action = 'user.created'")
+    assert audited == 2500
+
+
+async def test_a_conflict_with_error_is_reported_by_line(
+    database_url: str, pg: asyncpg.Connection, tmp_path: Path
+) -> None:
+    path = _write(tmp_path / "users.jsonl", [GOOD[0], GOOD[1], GOOD[0]])
+
+    result = _cli(str(path), "--on-conflict", "error", database_url=database_url)
+
+    assert result.returncode == 1
+    assert "line 3: email: a user with this address already exists" in result.stderr
+    assert "created 2, updated 0, skipped 0, errors 1" in result.stdout

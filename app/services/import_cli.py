@@ -12,10 +12,13 @@ import contextlib
 import json
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TextIO
+
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from app.db import create_engine, session_factory
 from app.errors import NotFound
@@ -26,7 +29,17 @@ from app.services.user_import import ImportRow, OnConflict, Outcome, Target, Tot
 from app.settings import Settings
 
 SHOWN_ERRORS = 20  # on stderr; every one goes to --errors FILE
-YIELD_EVERY = 50  # lines read between two looks at the batch being written
+YIELD_EVERY = 50  # lines read between two looks at the batches being written
+WRITERS = 2
+
+
+@dataclass(frozen=True)
+class Flight:
+    """A batch being written: its task, its session, and its rows refused before writing."""
+
+    task: "asyncio.Task[list[Outcome]]"
+    db: AsyncSession
+    refused: list[Outcome]
 
 
 @dataclass
@@ -76,7 +89,8 @@ async def import_file(
     progress = err.isatty()
     errors_file: IO[str] | None = errors_to.open("w", encoding="utf-8") if errors_to else None
     try:
-        async with session_factory(engine)() as db:
+        factory = session_factory(engine)
+        async with factory() as db:
             await tenancy.ensure_default_app(db)
             try:
                 async with db.begin():
@@ -100,26 +114,35 @@ async def import_file(
                             err.write("\r\033[K")  # over the progress line
                         print(f"line {outcome.index}: {outcome.error}", file=err)
 
-            # The batch in flight is written while the next one is read and checked: the
-            # file's parsing (Python) and the writing (PostgreSQL) overlap on two cores.
-            in_flight: asyncio.Task[list[Outcome]] | None = None
-            refused: list[Outcome] = []  # of the batch being read
-            written: list[Outcome] = []  # the refused rows of the batch in flight
+            # WRITERS batches are written at once, each on its own connection, while the next
+            # is read and checked: the parsing (Python) and the writing (PostgreSQL: indexes
+            # and the user_counts trigger, most of the cost) overlap on the cores.
+            idle = [factory() for _ in range(WRITERS)]
+            flying: deque[Flight] = deque()
 
             async def settle() -> None:
-                nonlocal in_flight
-                if in_flight is not None:
-                    outcomes = await in_flight
-                    in_flight = None
-                    note(sorted([*written, *outcomes], key=lambda outcome: outcome.index))
-                    if progress:
-                        _progress(err, report, started)
+                flight = flying.popleft()
+                try:
+                    outcomes = await flight.task
+                finally:
+                    idle.append(flight.db)
+                note(sorted([*flight.refused, *outcomes], key=lambda outcome: outcome.index))
+                if progress:
+                    _progress(err, report, started)
+
+            async def launch(batch: list[tuple[int, ImportRow]], refused: list[Outcome]) -> None:
+                if not idle:
+                    await settle()
+                writer = idle.pop()
+                task = asyncio.create_task(user_import.write_batch(writer, target, batch))
+                flying.append(Flight(task, writer, refused))
 
             batch: list[tuple[int, ImportRow]] = []
+            refused: list[Outcome] = []
             try:
                 for number, text in _lines(path):
                     if number % YIELD_EVERY == 0:
-                        await asyncio.sleep(0)  # the batch in flight takes its next step
+                        await asyncio.sleep(0)  # the batches in flight take their next step
                     if not text.strip():
                         continue
                     try:
@@ -127,18 +150,19 @@ async def import_file(
                     except user_import.RowError as exc:
                         refused.append(Outcome(number, "error", error=str(exc)))
                     if len(batch) + len(refused) >= user_import.BATCH_SIZE:
-                        await settle()
-                        in_flight = asyncio.create_task(user_import.write_batch(db, target, batch))
-                        written, refused, batch = refused, [], []
-                await settle()
-                written, refused = refused, []
-                in_flight = asyncio.create_task(user_import.write_batch(db, target, batch))
-                await settle()
+                        await launch(batch, refused)
+                        batch, refused = [], []
+                await launch(batch, refused)
+                while flying:
+                    await settle()
             finally:
-                if in_flight is not None:
-                    in_flight.cancel()
+                for flight in flying:
+                    flight.task.cancel()
                     with contextlib.suppress(BaseException):
-                        await in_flight
+                        await flight.task
+                    idle.append(flight.db)
+                for writer in idle:
+                    await writer.close()
     finally:
         await engine.dispose()
         if errors_file is not None:
