@@ -285,16 +285,16 @@ _INSERT = text(
     """
 )
 
-# The live users the rows that were not inserted met, locked: (row position, user id).
-_MATCHES = text(
-    """
+# The live users the rows that were not inserted met: (row position, user id); locked only
+# for `update` (a lock writes each row: a second run of a big file with `skip` would pay it).
+_MATCHES = """
     SELECT r.n, u.id FROM unnest(CAST(:emails AS text[])) WITH ORDINALITY AS r(email, n)
     JOIN users u ON lower(u.email) = lower(r.email)
     WHERE u.app_id = :app_id AND u.env_id = :env_id AND u.deleted_at IS NULL
     ORDER BY u.id
-    FOR UPDATE OF u
-    """
-)
+"""
+_MATCHES_FOR_UPDATE = text(_MATCHES + " FOR UPDATE OF u")
+_MATCHES_ONLY = text(_MATCHES)
 
 
 async def write_batch(
@@ -393,7 +393,7 @@ async def _conflicts(
     update or error, as asked), else a username one has."""
     env = target.env
     found = await db.execute(
-        _MATCHES,
+        _MATCHES_FOR_UPDATE if target.on_conflict == "update" else _MATCHES_ONLY,
         {"emails": [rows[p][1].email for p in lost], "app_id": env.app_id, "env_id": env.id},
     )
     user_of = {int(n) - 1: user_id for n, user_id in found.all()}
