@@ -266,6 +266,11 @@ BAD_ROWS = [
         "created_at: is in the future",
         id="created_at future",
     ),
+    pytest.param(
+        {"email": X, "created_at": "0001-01-01T00:00:00+01:00"},
+        "created_at: is out of range",
+        id="created_at before year 1 in UTC",
+    ),
     pytest.param({"email": X, "name": "a\x00b"}, "name: must not contain NUL", id="nul"),
 ]
 

@@ -174,7 +174,7 @@ def parse_row(raw: object, bounds: Argon2Bounds, now: datetime | None = None) ->
     fields: dict[str, Any] = {}
     for name, rule in (
         ("email", users.clean_email),
-        ("name", users.clean_name),
+        ("name", lambda value: users.clean_name(value) or None),
         ("username", users.clean_username),
         ("phone", users.clean_phone),
         ("metadata", lambda value: users.clean_metadata(dict(value))),
@@ -206,7 +206,10 @@ def _instant(value: str, now: datetime) -> datetime:
         raise ValueError("must be an ISO 8601 date-time, e.g. 2024-05-01T12:00:00Z") from None
     if parsed.tzinfo is None:
         raise ValueError("must have a time zone offset (e.g. Z)")
-    parsed = parsed.astimezone(UTC)
+    try:
+        parsed = parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range") from None
     if parsed > now:
         raise ValueError("is in the future")
     return parsed
