@@ -3,6 +3,9 @@ suite's database. Bad lines are reported by line number and never stop the other
 run of the same file creates nothing."""
 
 import json
+import os
+import pty
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -201,3 +204,50 @@ async def test_a_conflict_with_error_is_reported_by_line(
     assert result.returncode == 1
     assert "line 3: email: a user with this address already exists" in result.stderr
     assert "created 2, updated 0, skipped 0, errors 1" in result.stdout
+
+
+def _on_a_terminal(path: Path, database_url: str) -> tuple[int, bytes]:
+    """import-users with stderr on a pty: (exit code, what the terminal showed)."""
+    main, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "import-users", str(path)],
+        cwd=ROOT,
+        env=process_env(DATABASE_URL=database_url),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    shown = b""
+    try:
+        while True:
+            ready, _, _ = select.select([main], [], [], 1)
+            if ready:
+                try:
+                    chunk = os.read(main, 4096)
+                except OSError:  # the pty closed: the process is done with it
+                    break
+                if not chunk:
+                    break
+                shown += chunk
+            elif process.poll() is not None:
+                break
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(main)
+    return process.returncode, shown
+
+
+async def test_a_terminal_sees_a_progress_line(
+    database_url: str, pg: asyncpg.Connection, tmp_path: Path
+) -> None:
+    path = _write(tmp_path / "users.jsonl", [{"email": f"p{i}@example.com"} for i in range(1500)])
+
+    code, shown = _on_a_terminal(path, database_url)
+
+    assert code == 0, shown
+    assert b"\r1,000 rows: 1,000 created" in shown
+    assert b"\r1,500 rows: 1,500 created" in shown
