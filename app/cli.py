@@ -1,6 +1,6 @@
 """`python -m app serve | worker | migrate | create-admin | create-api-key | purge |
-rotate-signing-key | reseal-secrets`: the same
-settings and database as the server.
+rotate-signing-key | reseal-secrets | import-users`: the same settings and database as the
+server.
 
 With no DATABASE_URL the embedded PostgreSQL under DATA_DIR is used; a command run while the
 server is up joins the running embedded server instead of starting a second one, and the last
@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
@@ -150,6 +151,27 @@ def reseal_secrets(settings: Settings) -> None:
     print(_run(settings, lambda url: admin_cli.reseal_secrets(url, settings)))
 
 
+def import_users(settings: Settings, args: argparse.Namespace) -> None:
+    from app.services import import_cli  # the import's modules: only for this command
+
+    if not Path(args.file).is_file():
+        raise UserError(f"{args.file}: no such file")
+    report = _run(
+        settings,
+        lambda url: import_cli.import_file(
+            url,
+            settings,
+            Path(args.file),
+            app=args.app,
+            env=args.env,
+            on_conflict=args.on_conflict,
+            errors_to=Path(args.errors) if args.errors else None,
+        ),
+    )
+    if report.totals.errors:
+        sys.exit(1)  # the other rows are imported; the errors were listed
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m app", description="Userkeep")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -195,6 +217,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="seal every stored secret under SECRET_KEY (after a rotation; the old keys in "
         "SECRET_KEY_PREVIOUS can go afterwards)",
     )
+    importing = sub.add_parser(
+        "import-users",
+        help="import users with password hashes from a JSON Lines file (exit 1 if a row failed)",
+    )
+    importing.add_argument("file", help="one user a line, as in POST /v1/admin/users/import")
+    importing.add_argument("--app", default="default", help="app slug or id (default: default)")
+    importing.add_argument("--env", help="environment slug or id (default: the app's default)")
+    importing.add_argument(
+        "--on-conflict",
+        choices=("skip", "update", "error"),
+        default="skip",
+        help="when a live user has the e-mail (default: skip)",
+    )
+    importing.add_argument("--errors", metavar="FILE", help="write every row error here (JSONL)")
     args = parser.parse_args(argv)
     if args.command == "create-admin" and args.argv_password is not None:
         admin.error(
@@ -240,3 +276,5 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> None:
         rotate_signing_key(settings)
     elif args.command == "reseal-secrets":
         reseal_secrets(settings)
+    elif args.command == "import-users":
+        import_users(settings, args)

@@ -16,6 +16,7 @@ from starlette.routing import Match
 from app import db as database
 from app.api import (
     admin,
+    admin_import,
     admin_webhooks,
     auth,
     auth_email,
@@ -26,6 +27,7 @@ from app.api import (
     pages,
     tokens,
 )
+from app.api.admin_import import IMPORT_PATH
 from app.api.openapi import operation_id, restore_null_examples
 from app.errors import (
     TYPE_OF_STATUS,
@@ -277,6 +279,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_mfa.router)
     app.include_router(tokens.router)
     app.include_router(admin.router)
+    app.include_router(admin_import.router)
     app.include_router(admin_webhooks.router)
     app.include_router(faroe.router)
     app.include_router(health.router)
@@ -285,7 +288,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(docs.router)
     app.state.metrics = Metrics(app.state)
     # Each add wraps the previous: SecurityHeaders is the outermost (app/middleware.py).
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        # 1,000 users with hashes and metadata do not fit in 64 KiB.
+        larger={IMPORT_PATH: settings.import_max_body_bytes},
+    )
     app.add_middleware(Observe, metrics=app.state.metrics)
     app.add_middleware(RequestId)
     app.add_middleware(SecurityHeaders, pages=docs.PAGES | pages.PAGES)

@@ -11,7 +11,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -47,21 +47,25 @@ class BodyLimit:
     """Refuse bodies over `max_bytes` with 413, whether Content-Length says so or the stream
     turns out longer; the app then sees the buffered body as usual."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, larger: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_max_bytes = max_bytes
+        self.larger = dict(larger or {})  # path -> its own cap (the bulk import)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
             await self.app(scope, receive, send)
             return
+        max_bytes = self.larger.get(scope["path"], self.default_max_bytes)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = -1
-                if declared > self.max_bytes:
+                if declared > max_bytes:
                     await send_error(send, PayloadTooLarge())
                     return
         chunks: list[bytes] = []
@@ -73,7 +77,7 @@ class BodyLimit:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
+            if size > max_bytes:
                 await send_error(send, PayloadTooLarge())
                 return
             chunks.append(chunk)

@@ -126,6 +126,11 @@ class Settings(BaseSettings):
         default=1_000, ge=1, description="GET /v1/admin/users counts matches up to this many"
     )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    import_max_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="body cap of POST /v1/admin/users/import (up to 1,000 users)",
+    )
 
     # Hashing is CPU-bound: at most `hash_concurrency` at once (default: one per core); past a
     # queue of `hash_queue_max` waiting requests the answer is 503 instead of a long wait.

@@ -34,6 +34,8 @@ ROUTES = {
     "create user": Route("POST", "/v1/admin/users", {"email": "new@example.com"}, 201,
                          "user.created"),
     "purge expired": Route("POST", "/v1/admin/users/purge"),
+    "import users": Route("POST", "/v1/admin/users/import",
+                          {"users": [{"email": "imported@example.com"}]}, action="user.created"),
     "get user": Route("GET", "/v1/admin/users/{target}", special=OTHER_404),
     "patch user": Route("PATCH", "/v1/admin/users/{target}", {"name": "Renamed"},
                         action="user.updated", special=OTHER_404),

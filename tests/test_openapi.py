@@ -21,7 +21,16 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from app import clock
-from app.api import admin, admin_webhooks, auth_email, auth_mfa, deps, health, tokens
+from app.api import (
+    admin,
+    admin_import,
+    admin_webhooks,
+    auth_email,
+    auth_mfa,
+    deps,
+    health,
+    tokens,
+)
 from app.api import auth as auth_api
 from app.main import create_app
 from tests.admin_support import auth, default_app, make_admin, make_key, make_user
@@ -173,6 +182,7 @@ ROUTERS = (
     tokens.router,
     auth_mfa.router,
     admin.router,
+    admin_import.router,
     admin_webhooks.router,
     health.router,
 )

@@ -60,14 +60,17 @@ from app.errors import (
 from app.services import admin, admin_auth, api_keys, apps, email_flows, jobs, mfa
 from app.services.admin_auth import AdminPrincipal
 
+FIXED = frozenset({"purge", "import"})  # /users/import: api/admin_import.py
+
 
 class _Route(APIRoute):
-    """A `{user_id}` segment never captures the fixed `/users/purge` (OpenAPI: concrete paths
-    match before templated ones), so e.g. `PATCH /users/purge` is a 405, not user "purge"."""
+    """A `{user_id}` segment never captures the fixed `/users/purge` or `/users/import`
+    (OpenAPI: concrete paths match before templated ones), so e.g. `PATCH /users/purge` is a
+    405, not user "purge"."""
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child = super().matches(scope)
-        if match is not Match.NONE and child.get("path_params", {}).get("user_id") == "purge":
+        if match is not Match.NONE and child.get("path_params", {}).get("user_id") in FIXED:
             return Match.NONE, {}
         return match, child
 

@@ -1,10 +1,11 @@
 """Password policy and hashing.
 
 Hashing goes through libpass's CryptContext: new hashes are argon2id with the ARGON2_* settings,
-while imported bcrypt hashes still verify and are re-hashed on sign-in, as is any argon2 hash
-weaker than ARGON2_*. An argon2id hash at least as strong is never re-hashed: a Faroe server can
-verify only the algorithm ids it knows (DESIGN "Faroe door details"). A stored argon2 hash whose
-parameters are out of bounds is never verified (see argon2_params).
+while imported bcrypt and Django PBKDF2-SHA256 hashes still verify and are re-hashed on sign-in,
+as is any argon2 hash weaker than ARGON2_* (and argon2i/argon2d). An argon2id hash at least as
+strong is never re-hashed: a Faroe server can verify only the algorithm ids it knows (DESIGN
+"Faroe door details"). A stored hash whose cost is out of bounds is never verified (see
+argon2_params, stored_hash_problem).
 
 Hashing is CPU-bound, so it runs in worker threads, at most `concurrency` at a time; when more
 than `queue_max` requests already wait, the caller gets a 503 at once instead of a long queue.
@@ -13,6 +14,7 @@ than `queue_max` requests already wait, the caller gets a 503 at once instead of
 import asyncio
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import cache
@@ -32,12 +34,19 @@ T = TypeVar("T")
 log = logging.getLogger("userkeep.passwords")
 
 
+# What sign-in verifies: argon2 (new hashes), and the imported formats, re-hashed once verified.
+SCHEMES = ("argon2", "bcrypt", "django_pbkdf2_sha256")
+DEPRECATED = ("bcrypt", "django_pbkdf2_sha256")
+# Tells the formats apart (identify) whatever the ARGON2_* settings.
+_FORMATS = CryptContext(schemes=list(SCHEMES))
+
+
 def make_context(parameters: Argon2Parameters) -> CryptContext:
     """The CryptContext that hashes new passwords with `parameters` (hash and salt lengths are
     libpass's, argon2_params.HASH_LENGTH and SALT_LENGTH)."""
     return CryptContext(
-        schemes=["argon2", "bcrypt"],
-        deprecated=["bcrypt"],
+        schemes=list(SCHEMES),
+        deprecated=list(DEPRECATED),
         argon2__type="ID",
         argon2__memory_cost=parameters.memory_kib,
         argon2__rounds=parameters.time_cost,
@@ -130,23 +139,11 @@ class PasswordHasher:
         return await self._run(self._verify_and_update, password, stored)
 
     def _verifiable(self, stored: str) -> bool:
-        scheme = self.context.identify(stored)
-        if scheme is None:
-            return False
-        if scheme == "argon2":
-            # The parameters come from the stored string: bounded before argon2 sees them.
-            parsed = parse_phc(stored)
-            problem = (
-                "unreadable argon2 hash"
-                if parsed is None
-                else self.bounds.violation(parsed.parameters, len(parsed.salt), len(parsed.hash))
-            )
-            if problem is not None:
-                log.warning("stored password hash not verified: %s", problem)
-                return False
-        if scheme == "bcrypt" and _bcrypt_cost(stored) > BCRYPT_MAX_COST:
-            # $2b$31$ is 2^31 rounds: hours in a hashing slot.
-            log.warning("stored password hash not verified: bcrypt cost over %d", BCRYPT_MAX_COST)
+        if not recognised(stored):
+            return False  # e.g. a Faroe algorithm kept intact (services/faroe): not ours to verify
+        problem = stored_hash_problem(stored, self.bounds)
+        if problem is not None:
+            log.warning("stored password hash not verified: %s", problem)
             return False
         return True
 
@@ -173,6 +170,57 @@ class PasswordHasher:
 # Above ~2 s per verify on a server core; imported hashes use 10-12.
 BCRYPT_MAX_COST = 15
 BCRYPT_MAX_BYTES = 72
+# Django's own default is 1,000,000-1,200,000 (5.x, 6.0); 2,000,000 is ~1.5 s in one slot.
+PBKDF2_MAX_ITERATIONS = 2_000_000
+
+
+def recognised(stored: str) -> bool:
+    """Whether `stored` is in a format sign-in verifies (its bounds aside)."""
+    return _FORMATS.identify(stored) is not None
+
+
+def stored_hash_problem(stored: str, bounds: Argon2Bounds) -> str | None:
+    """None when `stored` is a hash this service verifies within its bounds, else why not (a
+    reason naming the format or the bound, never the hash): the one decision for a stored hash
+    at sign-in and for an imported one (services/user_import)."""
+    scheme = _FORMATS.identify(stored)
+    if scheme is None:
+        return "not a password hash format this service verifies"
+    if scheme == "argon2":
+        # The parameters come from the stored string: bounded before argon2 sees them.
+        parsed = parse_phc(stored)
+        if parsed is None:
+            return "unreadable argon2 hash"
+        return bounds.violation(parsed.parameters, len(parsed.salt), len(parsed.hash))
+    if scheme == "bcrypt":
+        if not _BCRYPT.fullmatch(stored):
+            return "malformed bcrypt hash"  # libpass would raise at verify: a 500
+        if _bcrypt_cost(stored) > BCRYPT_MAX_COST:
+            # $2b$31$ is 2^31 rounds: hours in a hashing slot.
+            return f"bcrypt cost over {BCRYPT_MAX_COST}"
+    if scheme == "django_pbkdf2_sha256":
+        if not _DJANGO_PBKDF2.fullmatch(stored):
+            return "malformed pbkdf2_sha256 hash"
+        if _pbkdf2_iterations(stored) > PBKDF2_MAX_ITERATIONS:
+            return f"pbkdf2 iterations over {PBKDF2_MAX_ITERATIONS:,}"
+    return None
+
+
+# bcrypt's own minimum cost is 4; 22 characters of salt and 31 of hash in its base64 alphabet.
+_BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[1-9][0-9])\$[./A-Za-z0-9]{53}")
+# Django's `pbkdf2_sha256$<iterations>$<salt>$<base64 of the 32-byte SHA-256 output>`.
+_DJANGO_PBKDF2 = re.compile(
+    r"pbkdf2_sha256\$[1-9][0-9]{0,9}\$[A-Za-z0-9./+_-]{1,128}\$[A-Za-z0-9+/]{43}="
+)
+
+
+def _pbkdf2_iterations(stored: str) -> int:
+    """The iterations of `pbkdf2_sha256$<iterations>$<salt>$<hash>`; past the bound when
+    unreadable (or too long to be worth converting)."""
+    iterations = stored.split("$", 2)[1] if stored.count("$") >= 2 else ""
+    if iterations.isdigit() and len(iterations) <= 10:
+        return int(iterations)
+    return PBKDF2_MAX_ITERATIONS + 1
 
 
 def _bcrypt_cost(stored: str) -> int:

@@ -6,11 +6,12 @@ same flush, and a caller can neither forget to raise an event nor raise one for 
 rolls back.
 """
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
 from sqlalchemy.orm import Session, UOWTransaction
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -80,7 +81,17 @@ def record(
     return event_id
 
 
-FlushSubscriber = Callable[[Connection, list[AuditEvent]], None]
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """What flush subscribers hear of a new audit row."""
+
+    id: str
+    app_id: str | None
+    action: str
+    metadata: Mapping[str, Any]
+
+
+FlushSubscriber = Callable[[Connection, list[NewEvent]], None]
 # Who hears of new audit rows in the flush that writes them. webhooks.py subscribes when it is
 # imported (by the app, the workers and the CLI), so this module need not know it.
 _subscribers: list[FlushSubscriber] = []
@@ -97,11 +108,81 @@ def on_new_events(subscriber: FlushSubscriber) -> FlushSubscriber:
 def _hand_new_events(session: Session, context: UOWTransaction, instances: object) -> None:
     if not _subscribers:
         return
-    new = [row for row in session.new if isinstance(row, AuditEvent)]
+    new = [
+        NewEvent(row.id, row.app_id, row.action, row.event_metadata or {})
+        for row in session.new
+        if isinstance(row, AuditEvent)
+    ]
     if not new:
         return
     for subscriber in _subscribers:
         subscriber(session.connection(), new)
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """One row of `record_many`: the user it is about and its metadata."""
+
+    user_id: str
+    metadata: Mapping[str, Any]
+
+
+_INSERT_MANY = text(
+    """
+    INSERT INTO audit_events (id, app_id, env_id, action, actor_type, actor_id, target_user_id,
+                              ip, user_agent, created_at, metadata)
+    SELECT e.id, :app_id, :env_id, :action, :actor_type, :actor_id, e.target_user_id, :ip,
+           :user_agent, :created_at, CAST(e.metadata AS jsonb)
+    FROM unnest(CAST(:ids AS text[]), CAST(:targets AS text[]), CAST(:metadata AS text[]))
+        AS e(id, target_user_id, metadata)
+    """
+)
+
+
+async def record_many(
+    db: AsyncSession,
+    action: str,
+    subjects: Sequence[Subject],
+    *,
+    origin: Origin,
+    app_id: str,
+    env_id: str,
+    actor_type: str,
+    actor_id: str | None,
+) -> None:
+    """The rows `record` would add, one per subject, written now in one statement (a bulk
+    import's thousand `user.created` rows cost one round trip, not a thousand ORM objects);
+    the flush subscribers hear of them as of any other, in the same transaction."""
+    if not subjects:
+        return
+    ids = [new_id(Prefix.AUDIT) for _ in subjects]
+    connection = await db.connection()
+    await connection.execute(
+        _INSERT_MANY,
+        {
+            "app_id": app_id,
+            "env_id": env_id,
+            "action": action,
+            "actor_type": actor_type,
+            "actor_id": actor_id,
+            "ip": origin.ip,
+            "user_agent": (origin.user_agent or "")[:512] or None,
+            "created_at": clock.now(),
+            "ids": ids,
+            "targets": [subject.user_id for subject in subjects],
+            "metadata": [json.dumps(dict(subject.metadata)) for subject in subjects],
+        },
+    )
+    new = [
+        NewEvent(event_id, app_id, action, subject.metadata)
+        for event_id, subject in zip(ids, subjects, strict=True)
+    ]
+
+    def hand(sync: Connection) -> None:
+        for subscriber in _subscribers:
+            subscriber(sync, new)
+
+    await connection.run_sync(hand)
 
 
 def view(event: AuditEvent) -> dict[str, Any]:

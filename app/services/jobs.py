@@ -23,7 +23,7 @@ import importlib
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -202,28 +202,40 @@ def _summary(kind: str, payload: Mapping[str, Any]) -> dict[str, Any]:
     return {key: payload[key] for key in sorted(spec.safe_keys) if key in payload}
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A job `enqueue_where` adds if its condition holds; `key` is what the condition tests
+    besides the app (e.g. a webhook event type)."""
+
+    payload: Mapping[str, Any]
+    app_id: str
+    key: str
+
+
 def enqueue_where(
-    connection: Connection,
-    kind: str,
-    payload: Mapping[str, Any],
-    *,
-    app_id: str,
-    condition: str,
-    params: Mapping[str, Any],
+    connection: Connection, kind: str, candidates: Sequence[Candidate], *, condition: str
 ) -> None:
-    """Add a job only if the SQL `condition` (with `params`) holds: one statement, whatever
-    the answer. For callers that cannot await: a synchronous SQLAlchemy connection (e.g. from
-    inside a flush, app/services/webhooks.py). Writes what pgqueuer's own enqueue writes (the
-    queued row and its log row); the table's triggers wake the workers and fill `jobs`."""
-    row = queued_row(kind, payload, app_id=app_id)
-    # `condition` is the caller's SQL text (never a value from a request): values go in params.
+    """Add each candidate job whose SQL `condition` holds: one statement for all of them,
+    whatever the answers (a bulk import raises a thousand events in one flush). The condition
+    reads the candidate as `job.app_id` and `job.key`. For callers that cannot await: a
+    synchronous SQLAlchemy connection (e.g. from inside a flush, app/services/webhooks.py).
+    Writes what pgqueuer's own enqueue writes (the queued row and its log row); the table's
+    triggers wake the workers and fill `jobs`."""
+    if not candidates:
+        return
+    rows = [queued_row(kind, c.payload, app_id=c.app_id) for c in candidates]
+    # `condition` is the caller's SQL text (never a value from a request): values go in arrays.
     statement = text(
         f"""
         WITH queued AS (
             INSERT INTO pgqueuer (priority, entrypoint, payload, execute_after, headers, status)
-            SELECT 0, :_kind, convert_to(:_payload, 'UTF8'), now(), CAST(:_headers AS jsonb),
+            SELECT 0, :_kind, convert_to(job.payload, 'UTF8'), now(), CAST(job.headers AS jsonb),
                 'queued'
+            FROM unnest(CAST(:_payloads AS text[]), CAST(:_headers AS text[]),
+                        CAST(:_apps AS text[]), CAST(:_keys AS text[]))
+                WITH ORDINALITY AS job(payload, headers, app_id, key, n)
             WHERE {condition}
+            ORDER BY job.n
             RETURNING id, entrypoint, priority
         )
         INSERT INTO pgqueuer_log (job_id, status, entrypoint, priority)
@@ -233,10 +245,11 @@ def enqueue_where(
     connection.execute(
         statement,
         {
-            **params,
-            "_kind": row.kind,
-            "_payload": row.payload,
-            "_headers": row.headers,
+            "_kind": kind,
+            "_payloads": [row.payload for row in rows],
+            "_headers": [row.headers for row in rows],
+            "_apps": [c.app_id for c in candidates],
+            "_keys": [c.key for c in candidates],
         },
     )
 

@@ -26,7 +26,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -191,13 +191,11 @@ EVENT_OF_ACTION = {action: event.name for event in CATALOG for action in event.a
 FAROE_EMAIL_UPDATE = "update_user_email_address"
 
 
-def event_type_of(event: AuditEvent) -> str | None:
-    """The catalog event an audit row means, or None."""
-    if event.action == "user.updated" and (
-        (event.event_metadata or {}).get("faroe_action") == FAROE_EMAIL_UPDATE
-    ):
+def event_type_of(action: str, metadata: Mapping[str, Any] | None) -> str | None:
+    """The catalog event an audit row (its action and metadata) means, or None."""
+    if action == "user.updated" and (metadata or {}).get("faroe_action") == FAROE_EMAIL_UPDATE:
         return "user.email_changed"
-    return EVENT_OF_ACTION.get(event.action)
+    return EVENT_OF_ACTION.get(action)
 
 
 # The audit action of POST …/test: its id is the test event's webhook-id.
@@ -213,28 +211,27 @@ def event_types() -> list[dict[str, Any]]:
 
 # ---- raising (from audit.py's flush hook, inside the change's transaction) -----------------
 
-# Does the app have an enabled endpoint subscribed to the event? (ix_webhook_endpoints_app)
+# Does the job's app have an enabled endpoint subscribed to its event? (ix_webhook_endpoints_app)
 _SUBSCRIBED = """EXISTS (
     SELECT 1 FROM webhook_endpoints
-    WHERE app_id = :app_id AND enabled AND :event_type = ANY(events))"""
+    WHERE app_id = job.app_id AND enabled AND job.key = ANY(events))"""
 
 
 @audit.on_new_events
-def raise_events(connection: Connection, events: Sequence[AuditEvent]) -> None:
+def raise_events(connection: Connection, events: Sequence[audit.NewEvent]) -> None:
     """For each new audit row that means a catalog event: one fan-out job if the app listens.
-    Synchronous: it runs inside the flush that writes the rows."""
+    Synchronous: it runs inside the flush that writes the rows, one statement for all of them."""
+    candidates = []
     for event in events:
-        event_type = event_type_of(event)
+        event_type = event_type_of(event.action, event.metadata)
         if event_type is None or event.app_id is None:
             continue
-        jobs.enqueue_where(
-            connection,
-            FANOUT_JOB,
-            {"event_id": event.id, "event_type": event_type},
-            app_id=event.app_id,
-            condition=_SUBSCRIBED,
-            params={"app_id": event.app_id, "event_type": event_type},
+        candidates.append(
+            jobs.Candidate(
+                {"event_id": event.id, "event_type": event_type}, event.app_id, event_type
+            )
         )
+    jobs.enqueue_where(connection, FANOUT_JOB, candidates, condition=_SUBSCRIBED)
 
 
 # ---- the body of an event ------------------------------------------------------------------
@@ -268,7 +265,7 @@ async def build_body(db: AsyncSession, event_id: str) -> tuple[str, str] | None:
             "message": "a test event from Userkeep",
         }
     else:
-        found = event_type_of(event)
+        found = event_type_of(event.action, event.event_metadata)
         if found is None:
             return None
         event_type = found
