@@ -14,7 +14,18 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from app import db as database
-from app.api import admin, admin_webhooks, auth, auth_email, docs, faroe, health, pages
+from app.api import (
+    admin,
+    admin_impersonation,
+    admin_stats,
+    admin_webhooks,
+    auth,
+    auth_email,
+    docs,
+    faroe,
+    health,
+    pages,
+)
 from app.api.openapi import operation_id, restore_null_examples
 from app.errors import (
     TYPE_OF_STATUS,
@@ -263,6 +274,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(auth_email.router)
     app.include_router(admin.router)
+    app.include_router(admin_impersonation.router)
+    app.include_router(admin_stats.router)
     app.include_router(admin_webhooks.router)
     app.include_router(faroe.router)
     app.include_router(health.router)

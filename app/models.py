@@ -150,6 +150,9 @@ class Session(SQLModel, table=True):
     revoked_reason: str | None = Field(default=None, sa_column=Column(String(32)))
     ip: str | None = Field(default=None, sa_column=Column(Text))
     user_agent: str | None = Field(default=None, sa_column=Column(Text))
+    # The admin (ausr_ id) holding this session as the user (migration 0015); NULL when it
+    # is the user's own. Such a session has no usable refresh token and lasts at most 1 h.
+    impersonated_by: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class AuditEvent(SQLModel, table=True):
@@ -304,6 +307,14 @@ Index(
     _users.c.app_id,
     _users.c.ban_expires,
     postgresql_where=_users.c.banned,
+)
+# Migration 0015: the banned users GET /v1/admin/stats counts (services/stats).
+Index(
+    "ix_users_banned_live",
+    _users.c.app_id,
+    _users.c.env_id,
+    _users.c.ban_expires,
+    postgresql_where=text("banned AND deleted_at IS NULL"),
 )
 # Migration 0005: the role and email_verified filters, when the value asked for is rare.
 Index("ix_users_role", _users.c.app_id, _users.c.role)

@@ -21,7 +21,15 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from app import clock
-from app.api import admin, admin_webhooks, auth_email, deps, health
+from app.api import (
+    admin,
+    admin_impersonation,
+    admin_stats,
+    admin_webhooks,
+    auth_email,
+    deps,
+    health,
+)
 from app.api import auth as auth_api
 from app.main import create_app
 from tests.admin_support import auth, default_app, make_admin, make_key, make_user
@@ -159,7 +167,15 @@ def facts(route: APIRoute, operation: dict[str, Any], spec: dict[str, Any]) -> F
 
 
 # The routers the app includes (app/main.py), but the Faroe one.
-ROUTERS = (auth_api.router, auth_email.router, admin.router, admin_webhooks.router, health.router)
+ROUTERS = (
+    auth_api.router,
+    auth_email.router,
+    admin.router,
+    admin_impersonation.router,
+    admin_stats.router,
+    admin_webhooks.router,
+    health.router,
+)
 
 
 def api_routes() -> Iterator[APIRoute]:

@@ -17,18 +17,20 @@ from typing import Any
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from app.api import admin_schemas, email_schemas, schemas, webhook_schemas
+from app.api import admin_schemas, admin_tools_schemas, email_schemas, schemas, webhook_schemas
 from app.api.schemas import ErrorOut
 from app.errors import (
     ApiError,
     AuthenticationRequired,
     BadRequest,
+    Forbidden,
     NotFound,
     PayloadTooLarge,
     SessionExpired,
     UnsupportedMediaType,
     UserBanned,
 )
+from app.services.impersonation import ONLY_THE_USER
 
 Responses = dict[int | str, dict[str, Any]]
 Documented = type[ApiError] | ApiError | Iterable["Documented"]
@@ -38,6 +40,8 @@ Documented = type[ApiError] | ApiError | Iterable["Documented"]
 JSON_BODY = (BadRequest, PayloadTooLarge, UnsupportedMediaType)
 # A session bearer token (deps.get_principal): none, unknown, expired or revoked, banned user.
 SESSION = (AuthenticationRequired, SessionExpired, UserBanned)
+# A session of the user themselves (deps.OwnCaller): an impersonation session is refused.
+OWN_SESSION = (*SESSION, Forbidden(ONLY_THE_USER))
 # The app and environment a call names by slug or id (tenancy.resolve, admin_auth.resolve_*).
 TENANT = (NotFound("app not found"), NotFound("environment not found"))
 
@@ -89,7 +93,7 @@ def restore_null_examples(spec: dict[str, Any]) -> None:
     would lose the key and no longer match its own schema, where `image` is required."""
     models = {
         name: model
-        for module in (schemas, admin_schemas, email_schemas, webhook_schemas)
+        for module in (schemas, admin_schemas, admin_tools_schemas, email_schemas, webhook_schemas)
         for name, model in vars(module).items()
         if isinstance(model, type) and issubclass(model, BaseModel)
     }

@@ -2,7 +2,7 @@
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import inspect as sa_inspect
@@ -37,6 +37,8 @@ class Principal:
     user: User
     session_id: str
     family_id: str
+    # The admin holding this session as the user (services/impersonation), else None.
+    impersonated_by: str | None = None
 
 
 def issue(
@@ -93,14 +95,25 @@ _LOOKUP = " ".join(
     [
         "SELECT s.id AS s_id, s.family_id AS s_family_id, s.expires_at AS s_expires_at,",
         "s.revoked_at AS s_revoked_at, s.last_used_at AS s_last_used_at,",
+        "s.impersonated_by AS s_impersonated_by,",
         _USER_SELECT,
         "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
     ]
 )
 # Conditional, so concurrent requests of one session stamp it once.
-_STAMP = (
+_STAMP_SESSION = (
     "UPDATE sessions SET last_used_at = $2 "
     "WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)"
+)
+# The same stamp, and in the same statement the user's activity day for the admin stats
+# (services/stats): the user_activity row is written only when the stamp is and the day has
+# changed since — once a user a day, on a narrow table of its own (no lock on the user row).
+_STAMP = (
+    f"WITH stamped AS ({_STAMP_SESSION} RETURNING user_id) "  # noqa: S608  # constant SQL
+    "INSERT INTO user_activity AS a (user_id, app_id, env_id, last_active_at) "
+    "SELECT user_id, $4, $5, $2 FROM stamped "
+    "ON CONFLICT (user_id) DO UPDATE SET last_active_at = EXCLUDED.last_active_at "
+    "WHERE a.last_active_at < $6"
 )
 
 
@@ -135,10 +148,21 @@ async def authenticate(lookups: LookupPool, token: str | None) -> Principal:
         if user.deleted_at is not None:
             raise SessionExpired()
         users.ensure_not_banned(user, now)
+        impersonated_by = row["s_impersonated_by"]
         stale = now - LAST_USED_GRANULARITY
         if row["s_last_used_at"] is None or row["s_last_used_at"] < stale:
-            await conn.execute(_STAMP, row["s_id"], now, stale)
-    return Principal(user=user, session_id=row["s_id"], family_id=row["s_family_id"])
+            if impersonated_by is not None:
+                # An admin looking around is not the user being active.
+                await conn.execute(_STAMP_SESSION, row["s_id"], now, stale)
+            else:
+                today = datetime.combine(now.astimezone(UTC).date(), time(), UTC)
+                await conn.execute(_STAMP, row["s_id"], now, stale, user.app_id, user.env_id, today)
+    return Principal(
+        user=user,
+        session_id=row["s_id"],
+        family_id=row["s_family_id"],
+        impersonated_by=impersonated_by,
+    )
 
 
 async def revoke_where(db: AsyncSession, *conditions: Any, reason: str) -> int:
@@ -198,6 +222,7 @@ def session_view(session: Session, current_id: str | None = None) -> dict[str, A
         "last_used_at": session.last_used_at,
         "ip": session.ip,
         "user_agent": session.user_agent,
+        "impersonated_by": session.impersonated_by,
         "current": session.id == current_id,
     }
 

@@ -1,0 +1,158 @@
+"""Admin power tools: impersonation sessions, and what GET /v1/admin/stats reads.
+
+`sessions.impersonated_by`: the admin (ausr_ id) who holds the session; NULL for the user's own.
+
+The stats read a handful of rows, never the users table end to end (1M users must answer in
+milliseconds):
+- `user_stat_counts`: live users with a verified e-mail, per environment, kept by row triggers in
+  the change's transaction (the model of 0004's user_counts, which holds live and deleted).
+- `user_signup_days`: accounts created per UTC day, per environment; incremented on insert and
+  never decremented (a sign-up happened even when the account is later deleted or purged).
+- `user_activity`: one row per user, the first session use of their latest active UTC day,
+  written by the hot path's last-used stamp (services/sessions) at most once a user a day;
+  active users are a range count of its (app_id, env_id, last_active_at) index. No foreign key,
+  so that `TRUNCATE users` needs no cascade: a purge deletes the row by trigger.
+- ix_users_banned_live: bans cannot be a trigger counter (a ban ends by its clock, with no write),
+  so banned users are counted on this partial index — only the banned rows, with the expiry
+  tested on each.
+
+TRUNCATE bypasses row triggers: a TRUNCATE of users empties the three tables (statement trigger).
+
+Revision ID: 0015
+Revises: 0011
+Create Date: 2026-12-06
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0015"
+down_revision: str | None = "0011"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.execute("ALTER TABLE sessions ADD COLUMN impersonated_by text")
+    op.execute(
+        "CREATE TABLE user_stat_counts ("
+        " app_id text NOT NULL,"
+        " env_id text NOT NULL,"
+        " verified bigint NOT NULL DEFAULT 0,"
+        " PRIMARY KEY (app_id, env_id))"
+    )
+    op.execute(
+        "CREATE TABLE user_signup_days ("
+        " app_id text NOT NULL,"
+        " env_id text NOT NULL,"
+        " day date NOT NULL,"
+        " signups bigint NOT NULL DEFAULT 0,"
+        " PRIMARY KEY (app_id, env_id, day))"
+    )
+    op.execute(
+        "CREATE TABLE user_activity ("
+        " user_id text PRIMARY KEY,"
+        " app_id text NOT NULL,"
+        " env_id text NOT NULL,"
+        " last_active_at timestamptz NOT NULL)"
+    )
+    op.execute(
+        "CREATE INDEX ix_user_activity_app_env ON user_activity (app_id, env_id, last_active_at)"
+    )
+    op.execute(
+        "CREATE INDEX ix_users_banned_live ON users (app_id, env_id, ban_expires) "
+        "WHERE banned AND deleted_at IS NULL"
+    )
+    op.execute(
+        """
+        CREATE FUNCTION user_stats_verified_add(a text, e text, delta integer)
+        RETURNS void LANGUAGE sql AS $$
+            INSERT INTO user_stat_counts AS c (app_id, env_id, verified) VALUES (a, e, delta)
+            ON CONFLICT (app_id, env_id) DO UPDATE SET verified = c.verified + EXCLUDED.verified
+        $$
+        """
+    )
+    op.execute(
+        """
+        CREATE FUNCTION user_stats_track() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP IN ('UPDATE', 'DELETE') AND OLD.email_verified AND OLD.deleted_at IS NULL
+            THEN
+                PERFORM user_stats_verified_add(OLD.app_id, OLD.env_id, -1);
+            END IF;
+            IF TG_OP IN ('UPDATE', 'INSERT') AND NEW.email_verified AND NEW.deleted_at IS NULL
+            THEN
+                PERFORM user_stats_verified_add(NEW.app_id, NEW.env_id, 1);
+            END IF;
+            IF TG_OP = 'INSERT' THEN
+                INSERT INTO user_signup_days AS d (app_id, env_id, day, signups)
+                VALUES (NEW.app_id, NEW.env_id, (NEW.created_at AT TIME ZONE 'UTC')::date, 1)
+                ON CONFLICT (app_id, env_id, day) DO UPDATE SET signups = d.signups + 1;
+            END IF;
+            IF TG_OP = 'DELETE' THEN
+                DELETE FROM user_activity WHERE user_id = OLD.id;
+            END IF;
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER users_stats_insert_delete AFTER INSERT OR DELETE ON users "
+        "FOR EACH ROW EXECUTE FUNCTION user_stats_track()"
+    )
+    # Only the updates that move a user in or out of the verified count.
+    op.execute(
+        "CREATE TRIGGER users_stats_update "
+        "AFTER UPDATE OF app_id, env_id, email_verified, deleted_at ON users "
+        "FOR EACH ROW WHEN (OLD.app_id IS DISTINCT FROM NEW.app_id "
+        "OR OLD.env_id IS DISTINCT FROM NEW.env_id "
+        "OR OLD.email_verified <> NEW.email_verified "
+        "OR (OLD.deleted_at IS NULL) <> (NEW.deleted_at IS NULL)) "
+        "EXECUTE FUNCTION user_stats_track()"
+    )
+    op.execute(
+        """
+        CREATE FUNCTION user_stats_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            TRUNCATE user_stat_counts, user_signup_days, user_activity;
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER users_stats_truncate AFTER TRUNCATE ON users "
+        "FOR EACH STATEMENT EXECUTE FUNCTION user_stats_truncate()"
+    )
+    op.execute(
+        "INSERT INTO user_stat_counts (app_id, env_id, verified) "
+        "SELECT app_id, env_id, count(*) FROM users "
+        "WHERE email_verified AND deleted_at IS NULL GROUP BY app_id, env_id"
+    )
+    op.execute(
+        "INSERT INTO user_signup_days (app_id, env_id, day, signups) "
+        "SELECT app_id, env_id, (created_at AT TIME ZONE 'UTC')::date, count(*) FROM users "
+        "GROUP BY 1, 2, 3"
+    )
+    op.execute(
+        "INSERT INTO user_activity (user_id, app_id, env_id, last_active_at) "
+        "SELECT u.id, u.app_id, u.env_id, max(s.last_used_at) FROM sessions s "
+        "JOIN users u ON u.id = s.user_id WHERE s.last_used_at IS NOT NULL "
+        "AND s.impersonated_by IS NULL GROUP BY u.id"
+    )
+
+
+def downgrade() -> None:
+    op.execute("DROP TRIGGER users_stats_truncate ON users")
+    op.execute("DROP TRIGGER users_stats_update ON users")
+    op.execute("DROP TRIGGER users_stats_insert_delete ON users")
+    op.execute("DROP FUNCTION user_stats_truncate()")
+    op.execute("DROP FUNCTION user_stats_track()")
+    op.execute("DROP FUNCTION user_stats_verified_add(text, text, integer)")
+    op.execute("DROP INDEX ix_users_banned_live")
+    op.execute("DROP TABLE user_activity")
+    op.execute("DROP TABLE user_signup_days")
+    op.execute("DROP TABLE user_stat_counts")
+    op.execute("ALTER TABLE sessions DROP COLUMN impersonated_by")
