@@ -197,7 +197,16 @@ async def test_the_activity_row_is_written_once_a_user_a_day(client, pg):
         await pg.fetchval("SELECT last_active_at FROM user_activity WHERE user_id = $1", ada)
         == first
     )
-    assert await _stats(client, scene.admin)  # reads fine
+    clock.advance(timedelta(days=1))
+    await _use(client, pg, ada)
+    later = await pg.fetchval("SELECT last_active_at FROM user_activity WHERE user_id = $1", ada)
+    assert later > first
+    # Ada moved from yesterday's count to today's: one user, counted once.
+    days = await pg.fetch("SELECT day, sum(users) AS n FROM user_active_days GROUP BY day")
+    assert {row["day"]: row["n"] for row in days} == {
+        first.astimezone(UTC).date(): 0,
+        later.astimezone(UTC).date(): 1,
+    }
 
 
 async def test_an_impersonation_is_not_the_user_being_active(client, pg):
@@ -216,8 +225,10 @@ async def test_a_purged_user_leaves_the_activity_table(client, pg):
     scene = await _scene(pg)
     ada = await make_user(pg, scene.tenant)
     await _use(client, pg, ada)
+    assert await pg.fetchval("SELECT sum(users) FROM user_active_days") == 1
     await pg.execute("DELETE FROM users WHERE id = $1", ada)
     assert await pg.fetchval("SELECT count(*) FROM user_activity WHERE user_id = $1", ada) == 0
+    assert await pg.fetchval("SELECT sum(users) FROM user_active_days") == 0
 
 
 # ---- whose stats ----------------------------------------------------------------------------
@@ -299,3 +310,17 @@ async def test_an_unknown_environment_is_404(client, pg):
     scene = await _scene(pg)
     response = await client.get(STATS, params={"env_id": "nowhere"}, headers=scene.admin)
     assert response.status_code == 404
+
+
+async def test_twenty_users_first_used_at_once_are_all_counted(client, pg):
+    scene = await _scene(pg)
+    key = auth((await make_key(pg, scene.tenant[0]))[0])
+    user_tokens = [
+        (await make_session(pg, await make_user(pg, scene.tenant)))[0] for _ in range(20)
+    ]
+    clock.advance(timedelta(minutes=2))
+    responses = await asyncio.gather(
+        *(client.get("/v1/auth/me", headers=auth(token)) for token in user_tokens)
+    )
+    assert [r.status_code for r in responses] == [200] * 20
+    assert (await _stats(client, key))["active_users"] == {"day": 20, "week": 20, "month": 20}

@@ -7,11 +7,12 @@ a short index range (migration 0015).
 - banned: a ban ends by its clock, with no write to count it out, so it is counted on the
   partial index ix_users_banned_live — the banned rows only, the expiry tested on each;
 - sign-ups per day: user_signup_days, a counter per UTC day (trigger on insert);
-- active users: user_activity holds each user's latest active UTC day (stamped by the session
-  lookup, services/sessions, once a user a day); a count is a range of its index.
+- active users: user_active_days counts the users whose latest active UTC day each day is
+  (user_activity, stamped by the session lookup, services/sessions, once a user a day); the
+  active users of the last N days are the sum of N days' rows.
 """
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -35,14 +36,11 @@ _SIGNUPS = text(
     "WHERE app_id = :app AND env_id = :env AND day >= :first"
 )
 _ACTIVE = text(
-    "SELECT count(*) FILTER (WHERE last_active_at >= :day),"
-    " count(*) FILTER (WHERE last_active_at >= :week), count(*) FROM user_activity "
-    "WHERE app_id = :app AND env_id = :env AND last_active_at >= :month"
+    "SELECT coalesce(sum(users) FILTER (WHERE day >= :day), 0)::bigint,"
+    " coalesce(sum(users) FILTER (WHERE day >= :week), 0)::bigint,"
+    " coalesce(sum(users), 0)::bigint"
+    " FROM user_active_days WHERE app_id = :app AND env_id = :env AND day >= :month"
 )
-
-
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time(), UTC)
 
 
 async def for_env(
@@ -63,9 +61,9 @@ async def for_env(
                 _ACTIVE,
                 {
                     **where,
-                    "day": _midnight(today),
-                    "week": _midnight(today - timedelta(days=6)),
-                    "month": _midnight(today - timedelta(days=DAYS - 1)),
+                    "day": today,
+                    "week": today - timedelta(days=6),
+                    "month": first,
                 },
             )
         ).one()

@@ -9,14 +9,19 @@ milliseconds):
 - `user_signup_days`: accounts created per UTC day, per environment; incremented on insert and
   never decremented (a sign-up happened even when the account is later deleted or purged).
 - `user_activity`: one row per user, the first session use of their latest active UTC day,
-  written by the hot path's last-used stamp (services/sessions) at most once a user a day;
-  active users are a range count of its (app_id, env_id, last_active_at) index. No foreign key,
-  so that `TRUNCATE users` needs no cascade: a purge deletes the row by trigger.
+  written by the hot path's last-used stamp (services/sessions) at most once a user a day. No
+  foreign key, so that `TRUNCATE users` needs no cascade: a purge deletes the row by trigger.
+- `user_active_days`: how many users have each UTC day as their latest active day, kept by
+  trigger on user_activity (a user moves from their previous day to today). Active users of
+  the last N days are the sum of N days' rows — exact, since each user is in one day only.
+  Counting user_activity's rows instead costs ~150 ms at 300,000 monthly active users. Each
+  day is split into ACTIVE_SHARDS rows by user (hashtext & 15), so first requests of the day
+  of different users seldom wait for one another's counter row.
 - ix_users_banned_live: bans cannot be a trigger counter (a ban ends by its clock, with no write),
   so banned users are counted on this partial index — only the banned rows, with the expiry
   tested on each.
 
-TRUNCATE bypasses row triggers: a TRUNCATE of users empties the three tables (statement trigger).
+TRUNCATE bypasses row triggers: a TRUNCATE of users empties the four tables (statement trigger).
 
 Revision ID: 0015
 Revises: 0011
@@ -58,7 +63,13 @@ def upgrade() -> None:
         " last_active_at timestamptz NOT NULL)"
     )
     op.execute(
-        "CREATE INDEX ix_user_activity_app_env ON user_activity (app_id, env_id, last_active_at)"
+        "CREATE TABLE user_active_days ("
+        " app_id text NOT NULL,"
+        " env_id text NOT NULL,"
+        " day date NOT NULL,"
+        " shard smallint NOT NULL,"
+        " users bigint NOT NULL DEFAULT 0,"
+        " PRIMARY KEY (app_id, env_id, day, shard))"
     )
     op.execute(
         "CREATE INDEX ix_users_banned_live ON users (app_id, env_id, ban_expires) "
@@ -114,9 +125,34 @@ def upgrade() -> None:
     )
     op.execute(
         """
+        CREATE FUNCTION user_activity_track() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP IN ('UPDATE', 'DELETE') THEN
+                UPDATE user_active_days SET users = users - 1
+                WHERE app_id = OLD.app_id AND env_id = OLD.env_id
+                AND day = (OLD.last_active_at AT TIME ZONE 'UTC')::date
+                AND shard = hashtext(OLD.user_id) & 15;
+            END IF;
+            IF TG_OP IN ('UPDATE', 'INSERT') THEN
+                INSERT INTO user_active_days AS d (app_id, env_id, day, shard, users)
+                VALUES (NEW.app_id, NEW.env_id, (NEW.last_active_at AT TIME ZONE 'UTC')::date,
+                        hashtext(NEW.user_id) & 15, 1)
+                ON CONFLICT (app_id, env_id, day, shard) DO UPDATE SET users = d.users + 1;
+            END IF;
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER user_activity_count AFTER INSERT OR DELETE OR UPDATE ON user_activity "
+        "FOR EACH ROW EXECUTE FUNCTION user_activity_track()"
+    )
+    op.execute(
+        """
         CREATE FUNCTION user_stats_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-            TRUNCATE user_stat_counts, user_signup_days, user_activity;
+            TRUNCATE user_stat_counts, user_signup_days, user_activity, user_active_days;
             RETURN NULL;
         END
         $$
@@ -149,9 +185,12 @@ def downgrade() -> None:
     op.execute("DROP TRIGGER users_stats_update ON users")
     op.execute("DROP TRIGGER users_stats_insert_delete ON users")
     op.execute("DROP FUNCTION user_stats_truncate()")
+    op.execute("DROP TRIGGER user_activity_count ON user_activity")
+    op.execute("DROP FUNCTION user_activity_track()")
     op.execute("DROP FUNCTION user_stats_track()")
     op.execute("DROP FUNCTION user_stats_verified_add(text, text, integer)")
     op.execute("DROP INDEX ix_users_banned_live")
+    op.execute("DROP TABLE user_active_days")
     op.execute("DROP TABLE user_activity")
     op.execute("DROP TABLE user_signup_days")
     op.execute("DROP TABLE user_stat_counts")
