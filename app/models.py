@@ -130,6 +130,11 @@ class Session(SQLModel, table=True):
     __table_args__ = (
         Index("ix_sessions_user_live", "user_id", postgresql_where=text("revoked_at IS NULL")),
         Index("ix_sessions_family", "family_id"),
+        Index(
+            "ix_sessions_impersonated_by",
+            "impersonated_by",
+            postgresql_where=text("impersonated_by IS NOT NULL"),
+        ),
     )
 
     id: str = Field(primary_key=True)
@@ -151,7 +156,8 @@ class Session(SQLModel, table=True):
     ip: str | None = Field(default=None, sa_column=Column(Text))
     user_agent: str | None = Field(default=None, sa_column=Column(Text))
     # The admin (ausr_ id) holding this session as the user (migration 0015); NULL when it
-    # is the user's own. Such a session has no usable refresh token and lasts at most 1 h.
+    # is the user's own. Such a session has no usable refresh token and lasts at most 1 h;
+    # it is revoked by trigger when that admin is demoted, banned or deleted.
     impersonated_by: str | None = Field(default=None, sa_column=Column(Text))
 
 

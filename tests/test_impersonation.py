@@ -373,6 +373,35 @@ async def test_the_admins_revoke_of_the_users_sessions_ends_it(client, pg):
     assert (await client.get("/v1/auth/me", headers=auth(token))).status_code == 401
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        "UPDATE users SET role = 'user' WHERE id = $1",
+        "UPDATE users SET banned = true WHERE id = $1",
+        "UPDATE users SET deleted_at = now() WHERE id = $1",
+        "DELETE FROM users WHERE id = $1",
+    ],
+    ids=["demoted", "banned", "deleted", "purged"],
+)
+async def test_an_admin_who_stops_being_one_loses_their_impersonations(client, pg, change):
+    scene = await _scene(pg)
+    token = (await _impersonate(client, scene))["session_token"]
+    other_user = await make_user(pg, scene.tenant)
+    other_token, _ = await make_session(pg, other_user)
+    await pg.execute(change, scene.admin_id)
+    me = await client.get("/v1/auth/me", headers=auth(token))
+    assert me.status_code == 401 and me.json()["type"] == "session_expired"
+    assert (await client.get("/v1/auth/me", headers=scene.user)).status_code == 200
+    assert (await client.get("/v1/auth/me", headers=auth(other_token))).status_code == 200
+
+
+async def test_an_admins_other_changes_leave_their_impersonations(client, pg):
+    scene = await _scene(pg)
+    token = (await _impersonate(client, scene))["session_token"]
+    await pg.execute("UPDATE users SET name = 'Renamed' WHERE id = $1", scene.admin_id)
+    assert (await client.get("/v1/auth/me", headers=auth(token))).status_code == 200
+
+
 async def test_a_ban_racing_the_start_leaves_no_live_impersonation(client, pg):
     scene = await _scene(pg)
     impersonate, ban = await asyncio.gather(

@@ -1,6 +1,9 @@
 """Admin power tools: impersonation sessions, and what GET /v1/admin/stats reads.
 
 `sessions.impersonated_by`: the admin (ausr_ id) who holds the session; NULL for the user's own.
+An admin who stops being one — demoted, banned, deleted, purged — loses the impersonations they
+hold at once, whichever door or command made the change: a trigger revokes them (the session
+lookup cannot check the admin without a second read on the hot path).
 
 The stats read a handful of rows, never the users table end to end (1M users must answer in
 milliseconds):
@@ -40,6 +43,33 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.execute("ALTER TABLE sessions ADD COLUMN impersonated_by text")
+    op.execute(
+        "CREATE INDEX ix_sessions_impersonated_by ON sessions (impersonated_by) "
+        "WHERE impersonated_by IS NOT NULL"
+    )
+    # revoked_at is the database's now(), not app/clock's: the lookup only asks whether it is set.
+    op.execute(
+        """
+        CREATE FUNCTION impersonations_end() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE sessions SET revoked_at = now(), revoked_reason = 'impersonator_revoked'
+            WHERE impersonated_by = OLD.id AND revoked_at IS NULL;
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    op.execute(
+        "CREATE TRIGGER users_end_impersonations AFTER UPDATE OF role, banned, deleted_at "
+        "ON users FOR EACH ROW WHEN (OLD.role = 'admin' AND (NEW.role <> 'admin' "
+        "OR (NEW.banned AND NOT OLD.banned) "
+        "OR (NEW.deleted_at IS NOT NULL AND OLD.deleted_at IS NULL))) "
+        "EXECUTE FUNCTION impersonations_end()"
+    )
+    op.execute(
+        "CREATE TRIGGER users_end_impersonations_delete AFTER DELETE ON users "
+        "FOR EACH ROW WHEN (OLD.role = 'admin') EXECUTE FUNCTION impersonations_end()"
+    )
     op.execute(
         "CREATE TABLE user_stat_counts ("
         " app_id text NOT NULL,"
@@ -194,4 +224,8 @@ def downgrade() -> None:
     op.execute("DROP TABLE user_activity")
     op.execute("DROP TABLE user_signup_days")
     op.execute("DROP TABLE user_stat_counts")
+    op.execute("DROP TRIGGER users_end_impersonations_delete ON users")
+    op.execute("DROP TRIGGER users_end_impersonations ON users")
+    op.execute("DROP FUNCTION impersonations_end()")
+    op.execute("DROP INDEX ix_sessions_impersonated_by")
     op.execute("ALTER TABLE sessions DROP COLUMN impersonated_by")
