@@ -16,10 +16,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Blank is spaces, tabs and line breaks only — the same characters in the JSON Schema pattern
+# below, so the published schema and the server agree on every string.
+_BLANK = " \t\n\r"
+
+
 def _not_blank(value: str) -> str:
-    if not value.strip():
+    if not value.strip(_BLANK):
         raise ValueError("must not be blank")
-    return value.strip()
+    return value.strip(_BLANK)
 
 
 class ImpersonateIn(Strict):
@@ -33,7 +38,7 @@ class ImpersonateIn(Strict):
         AfterValidator(users.reject_nul),
         AfterValidator(_not_blank),
         # Not blank, no NUL: JSON Schema's pattern for what the validators above enforce.
-        Keywords(pattern="^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"),
+        Keywords(pattern="^[^\\u0000]*[^ \\t\\n\\r\\u0000][^\\u0000]*$"),
     ] = Field(description="why: kept in the audit trail (required, not blank)")
 
 
