@@ -16,7 +16,9 @@ from starlette.routing import Match
 from app import db as database
 from app.api import (
     admin,
+    admin_impersonation,
     admin_import,
+    admin_stats,
     admin_webhooks,
     auth,
     auth_email,
@@ -280,6 +282,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tokens.router)
     app.include_router(admin.router)
     app.include_router(admin_import.router)
+    app.include_router(admin_impersonation.router)
+    app.include_router(admin_stats.router)
     app.include_router(admin_webhooks.router)
     app.include_router(faroe.router)
     app.include_router(health.router)

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import logs
 from app.errors import ApiError, PayloadTooLarge
 from app.metrics import Metrics
+from app.services import audit
 
 access_log = logging.getLogger("userkeep.access")
 
@@ -120,9 +121,13 @@ class RequestId:
             await send(message)
 
         token = logs.request_id.set(request_id)
+        # A request is nobody's impersonation until its session says so (api/deps); in-process
+        # transports (tests) run requests one after another in a single context.
+        acting = audit.impersonation.set(None)
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            audit.impersonation.reset(acting)
             logs.request_id.reset(token)
 
 

@@ -136,6 +136,11 @@ class Session(SQLModel, table=True):
     __table_args__ = (
         Index("ix_sessions_user_live", "user_id", postgresql_where=text("revoked_at IS NULL")),
         Index("ix_sessions_family", "family_id"),
+        Index(
+            "ix_sessions_impersonated_by",
+            "impersonated_by",
+            postgresql_where=text("impersonated_by IS NOT NULL"),
+        ),
     )
 
     id: str = Field(primary_key=True)
@@ -156,6 +161,10 @@ class Session(SQLModel, table=True):
     revoked_reason: str | None = Field(default=None, sa_column=Column(String(32)))
     ip: str | None = Field(default=None, sa_column=Column(Text))
     user_agent: str | None = Field(default=None, sa_column=Column(Text))
+    # The admin (ausr_ id) holding this session as the user (migration 0015); NULL when it
+    # is the user's own. Such a session has no usable refresh token and lasts at most 1 h;
+    # it is revoked by trigger when that admin is demoted, banned or deleted.
+    impersonated_by: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class AuditEvent(SQLModel, table=True):
@@ -368,6 +377,14 @@ Index(
     _users.c.app_id,
     _users.c.ban_expires,
     postgresql_where=_users.c.banned,
+)
+# Migration 0015: the banned users GET /v1/admin/stats counts (services/stats).
+Index(
+    "ix_users_banned_live",
+    _users.c.app_id,
+    _users.c.env_id,
+    _users.c.ban_expires,
+    postgresql_where=text("banned AND deleted_at IS NULL"),
 )
 # Migration 0005: the role and email_verified filters, when the value asked for is rare.
 Index("ix_users_role", _users.c.app_id, _users.c.role)

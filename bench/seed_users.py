@@ -105,6 +105,7 @@ async def seed(url: str, count: int) -> None:
             await conn.execute(f'DROP INDEX "{index["indexname"]}"')
         # One counter upsert per copied row would double the load time; recount at the end.
         await conn.execute("ALTER TABLE users DISABLE TRIGGER users_count_insert_delete")
+        await conn.execute("ALTER TABLE users DISABLE TRIGGER users_stats_insert_delete")
         started = time.monotonic()
         rng = random.Random(have)
         batch = 100_000
@@ -117,6 +118,7 @@ async def seed(url: str, count: int) -> None:
         for index in gin:
             await conn.execute(index["indexdef"])
         await conn.execute("ALTER TABLE users ENABLE TRIGGER users_count_insert_delete")
+        await conn.execute("ALTER TABLE users ENABLE TRIGGER users_stats_insert_delete")
         async with conn.transaction():
             await conn.execute("LOCK TABLE users IN SHARE MODE")
             await conn.execute("DELETE FROM user_counts")
@@ -124,6 +126,19 @@ async def seed(url: str, count: int) -> None:
                 "INSERT INTO user_counts (app_id, env_id, live, deleted) "
                 "SELECT app_id, env_id, count(*) FILTER (WHERE deleted_at IS NULL), "
                 "count(*) FILTER (WHERE deleted_at IS NOT NULL) FROM users GROUP BY 1, 2"
+            )
+            # The counters of GET /v1/admin/stats (migration 0015), likewise.
+            await conn.execute("DELETE FROM user_stat_counts")
+            await conn.execute(
+                "INSERT INTO user_stat_counts (app_id, env_id, verified) "
+                "SELECT app_id, env_id, count(*) FROM users "
+                "WHERE email_verified AND deleted_at IS NULL GROUP BY 1, 2"
+            )
+            await conn.execute("DELETE FROM user_signup_days")
+            await conn.execute(
+                "INSERT INTO user_signup_days (app_id, env_id, day, signups) "
+                "SELECT app_id, env_id, (created_at AT TIME ZONE 'UTC')::date, count(*) "
+                "FROM users GROUP BY 1, 2, 3"
             )
         await conn.execute("VACUUM ANALYZE users")
         print(f"seeded {count - have:,} users in {time.monotonic() - started:.0f} s")

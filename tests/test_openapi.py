@@ -23,7 +23,9 @@ from fastapi.routing import APIRoute
 from app import clock
 from app.api import (
     admin,
+    admin_impersonation,
     admin_import,
+    admin_stats,
     admin_webhooks,
     auth_email,
     auth_mfa,
@@ -183,6 +185,8 @@ ROUTERS = (
     auth_mfa.router,
     admin.router,
     admin_import.router,
+    admin_impersonation.router,
+    admin_stats.router,
     admin_webhooks.router,
     health.router,
 )

@@ -12,11 +12,12 @@ from app.api.deps import (
     HashAdmission,
     Hasher,
     Limits,
+    OwnCaller,
     Tenant,
     rate_limit,
 )
 from app.api.email_schemas import SignupOut
-from app.api.openapi import JSON_BODY, SESSION, TENANT, answer, errors
+from app.api.openapi import JSON_BODY, OWN_SESSION, SESSION, TENANT, answer, errors
 from app.api.schemas import (
     ChangePasswordIn,
     ExportOut,
@@ -192,9 +193,9 @@ async def update_me(body: ProfilePatch, caller: Caller, db: Db, origin: From) ->
     name="me.delete",
     summary="Delete the signed-in user's account",
     response_model=StatusOut,
-    responses=errors(SESSION, DatabaseUnavailable) | answer({"status": "account deleted"}),
+    responses=errors(OWN_SESSION, DatabaseUnavailable) | answer({"status": "account deleted"}),
 )
-async def delete_me(caller: Caller, db: Db, origin: From) -> dict[str, str]:
+async def delete_me(caller: OwnCaller, db: Db, origin: From) -> dict[str, str]:
     """Delete the account (soft): every session ends, the e-mail and username are free again,
     and an admin can restore it within the retention window."""
     await auth.delete_account(db, origin, caller)
@@ -220,7 +221,7 @@ async def export_me(caller: Caller, db: Db) -> dict[str, Any]:
     dependencies=[HashAdmission],
     response_model=StatusOut,
     responses=errors(
-        SESSION,
+        OWN_SESSION,
         JSON_BODY,
         ValidationFailed("new_password", "must be at least 8 characters"),
         InvalidCredentials("current password is wrong"),
@@ -232,7 +233,7 @@ async def export_me(caller: Caller, db: Db) -> dict[str, Any]:
 )
 async def change_password(
     body: ChangePasswordIn,
-    caller: Caller,
+    caller: OwnCaller,
     db: Db,
     hasher: Hasher,
     settings: Config,

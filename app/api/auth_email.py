@@ -7,7 +7,6 @@ from fastapi import APIRouter, Depends
 
 from app.api.deps import (
     Batcher,
-    Caller,
     Config,
     Db,
     From,
@@ -16,6 +15,7 @@ from app.api.deps import (
     Limits,
     Lookups,
     MaybeCaller,
+    OwnCaller,
     Tenant,
     rate_limit,
 )
@@ -28,7 +28,7 @@ from app.api.email_schemas import (
     VerifyEmailIn,
     VerifySendIn,
 )
-from app.api.openapi import JSON_BODY, SESSION, TENANT, answer, errors
+from app.api.openapi import JSON_BODY, OWN_SESSION, SESSION, TENANT, answer, errors
 from app.api.schemas import StatusOut, UserOut
 from app.errors import (
     AuthenticationRequired,
@@ -179,7 +179,7 @@ async def reset_password(
     dependencies=[HashAdmission, Depends(rate_limit("mail"))],
     response_model=StatusOut,
     responses=errors(
-        SESSION,
+        OWN_SESSION,
         JSON_BODY,
         ValidationFailed("new_email", "is already the account's address"),
         InvalidCredentials("password is wrong"),
@@ -192,7 +192,7 @@ async def reset_password(
 )
 async def change_email(
     body: ChangeEmailIn,
-    caller: Caller,
+    caller: OwnCaller,
     db: Db,
     hasher: Hasher,
     origin: From,

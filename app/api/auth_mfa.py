@@ -5,7 +5,17 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from app.api.deps import Caller, Config, Db, From, HashAdmission, Hasher, Limits, rate_limit
+from app.api.deps import (
+    Caller,
+    Config,
+    Db,
+    From,
+    HashAdmission,
+    Hasher,
+    Limits,
+    OwnCaller,
+    rate_limit,
+)
 from app.api.mfa_schemas import (
     ONE_FACTOR_MESSAGE,
     TOTP_CODE_MESSAGE,
@@ -17,7 +27,7 @@ from app.api.mfa_schemas import (
     RecoveryCodesOut,
     TotpStartOut,
 )
-from app.api.openapi import JSON_BODY, SESSION, errors
+from app.api.openapi import JSON_BODY, OWN_SESSION, SESSION, errors
 from app.api.schemas import TokensOut, UserOut
 from app.errors import (
     AuthenticationRequired,
@@ -70,7 +80,7 @@ async def get_status(caller: Caller, db: Db) -> dict[str, Any]:
     dependencies=[HashAdmission],
     response_model=TotpStartOut,
     responses=errors(
-        SESSION,
+        OWN_SESSION,
         JSON_BODY,
         ValidationFailed("password", "Field required"),
         PASSWORD_WRONG,
@@ -83,7 +93,7 @@ async def get_status(caller: Caller, db: Db) -> dict[str, Any]:
 )
 async def start_totp(
     body: PasswordIn,
-    caller: Caller,
+    caller: OwnCaller,
     db: Db,
     hasher: Hasher,
     settings: Config,
@@ -103,7 +113,7 @@ async def start_totp(
     dependencies=[Depends(rate_limit("mfa"))],
     response_model=RecoveryCodesOut,
     responses=errors(
-        SESSION,
+        OWN_SESSION,
         JSON_BODY,
         ValidationFailed("code", TOTP_CODE_MESSAGE),
         InvalidCode,
@@ -115,7 +125,7 @@ async def start_totp(
     ),
 )
 async def confirm_totp(
-    body: ConfirmIn, caller: Caller, db: Db, settings: Config, rules: Limits, origin: From
+    body: ConfirmIn, caller: OwnCaller, db: Db, settings: Config, rules: Limits, origin: From
 ) -> dict[str, Any]:
     """The first code from the authenticator app turns MFA on; the answer holds the 10
     recovery codes, shown only this once. The user's other sessions stay."""
@@ -129,7 +139,7 @@ async def confirm_totp(
     dependencies=[HashAdmission, Depends(rate_limit("mfa"))],
     response_model=UserOut,
     responses=errors(
-        SESSION,
+        OWN_SESSION,
         JSON_BODY,
         ONE_FACTOR,
         PASSWORD_WRONG,
@@ -143,7 +153,7 @@ async def confirm_totp(
 )
 async def disable_totp(
     body: PasswordFactorIn,
-    caller: Caller,
+    caller: OwnCaller,
     db: Db,
     hasher: Hasher,
     settings: Config,
@@ -164,7 +174,7 @@ async def disable_totp(
     dependencies=[HashAdmission, Depends(rate_limit("mfa"))],
     response_model=RecoveryCodesOut,
     responses=errors(
-        SESSION,
+        OWN_SESSION,
         JSON_BODY,
         ONE_FACTOR,
         PASSWORD_WRONG,
@@ -178,7 +188,7 @@ async def disable_totp(
 )
 async def regenerate_recovery_codes(
     body: PasswordFactorIn,
-    caller: Caller,
+    caller: OwnCaller,
     db: Db,
     hasher: Hasher,
     settings: Config,

@@ -11,7 +11,7 @@ from app.api.schemas import AppRef, EnvRef
 from app.db import LookupPool
 from app.security.client_ip import client_ip
 from app.security.passwords import PasswordHasher
-from app.services import sessions
+from app.services import audit, impersonation, sessions
 from app.services.audit import Origin
 from app.services.job_batches import JobBatcher
 from app.services.ratelimit import Rules
@@ -123,6 +123,17 @@ async def get_principal(
         request.app.state.lookups, credentials.credentials if credentials else None
     )
     record_caller(request, principal.user.id)
+    if principal.impersonated_by is not None:
+        audit.impersonation.set(impersonation.acting(principal))
+    return principal
+
+
+async def get_own_principal(
+    principal: Annotated[Principal, Depends(get_principal)],
+) -> Principal:
+    """The caller of a route only the user themselves may use — not an admin impersonating
+    them (services/impersonation: password, e-mail, deletion, factors, tokens)."""
+    impersonation.ensure_not_impersonated(principal)
     return principal
 
 
@@ -144,6 +155,7 @@ Config = Annotated[Settings, Depends(get_settings)]
 Hasher = Annotated[PasswordHasher, Depends(get_hasher)]
 From = Annotated[Origin, Depends(get_origin)]
 Caller = Annotated[Principal, Depends(get_principal)]
+OwnCaller = Annotated[Principal, Depends(get_own_principal)]
 MaybeCaller = Annotated[Principal | None, Depends(get_optional_principal)]
 Tenant = Annotated[dict[str, str], Depends(get_tenant_headers)]
 Limits = Annotated[Rules, Depends(get_rules)]

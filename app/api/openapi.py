@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from app.api import (
     admin_schemas,
+    admin_tools_schemas,
     email_schemas,
     mfa_schemas,
     schemas,
@@ -30,12 +31,14 @@ from app.errors import (
     ApiError,
     AuthenticationRequired,
     BadRequest,
+    Forbidden,
     NotFound,
     PayloadTooLarge,
     SessionExpired,
     UnsupportedMediaType,
     UserBanned,
 )
+from app.services.impersonation import ONLY_THE_USER
 
 Responses = dict[int | str, dict[str, Any]]
 Documented = type[ApiError] | ApiError | Iterable["Documented"]
@@ -45,6 +48,8 @@ Documented = type[ApiError] | ApiError | Iterable["Documented"]
 JSON_BODY = (BadRequest, PayloadTooLarge, UnsupportedMediaType)
 # A session bearer token (deps.get_principal): none, unknown, expired or revoked, banned user.
 SESSION = (AuthenticationRequired, SessionExpired, UserBanned)
+# A session of the user themselves (deps.OwnCaller): an impersonation session is refused.
+OWN_SESSION = (*SESSION, Forbidden(ONLY_THE_USER))
 # The app and environment a call names by slug or id (tenancy.resolve, admin_auth.resolve_*).
 TENANT = (NotFound("app not found"), NotFound("environment not found"))
 
@@ -99,6 +104,7 @@ def restore_null_examples(spec: dict[str, Any]) -> None:
         for module in (
             schemas,
             admin_schemas,
+            admin_tools_schemas,
             email_schemas,
             mfa_schemas,
             token_schemas,

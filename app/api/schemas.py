@@ -383,6 +383,7 @@ SESSION_EXAMPLE: dict[str, JsonValue] = {
     "ip": "203.0.113.7",
     "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_2) AppleWebKit/605.1.15 "
     "(KHTML, like Gecko) Version/17.2 Safari/605.1.15",
+    "impersonated_by": None,
     "current": True,
 }
 AUDIT_EVENT_EXAMPLE: dict[str, JsonValue] = {
@@ -468,6 +469,10 @@ class SessionOut(BaseModel):
     last_used_at: datetime | None = Field(description="to the minute")
     ip: str | None
     user_agent: str | None
+    impersonated_by: str | None = Field(
+        description="the admin (ausr_ id) who holds this session as the user "
+        "(`POST /v1/admin/users/{user_id}/impersonate`); null for the user's own sessions"
+    )
     current: bool = Field(description="the session making this call")
 
 

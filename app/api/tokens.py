@@ -8,16 +8,16 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
 from app.api.deps import (
-    Caller,
     Config,
     From,
     Limits,
     Lookups,
+    OwnCaller,
     bearer,
     rate_limit,
     record_caller,
 )
-from app.api.openapi import JSON_BODY, SESSION, errors
+from app.api.openapi import JSON_BODY, OWN_SESSION, SESSION, errors
 from app.api.token_schemas import AccessTokenOut, IntrospectIn, IntrospectionOut, JwksOut
 from app.errors import (
     AuthenticationRequired,
@@ -59,9 +59,9 @@ Introspector = Annotated[AdminPrincipal, Depends(get_introspector)]
     name="token.create",
     summary="Exchange the session for a JWT access token",
     response_model=AccessTokenOut,
-    responses=errors(SESSION, DatabaseUnavailable),
+    responses=errors(OWN_SESSION, DatabaseUnavailable),
 )
-async def create_token(caller: Caller, ring: Ring, settings: Config) -> dict[str, Any]:
+async def create_token(caller: OwnCaller, ring: Ring, settings: Config) -> dict[str, Any]:
     """A JWT for other services of the app to verify without calling Userkeep: signed with
     the current key of GET /.well-known/jwks.json, valid for JWT_TTL seconds (5 minutes by
     default). Revoking the session stops new tokens at once; one already issued verifies

@@ -21,6 +21,7 @@ from app.security import tokens
 from app.services import sessions, tenancy, users
 
 ADMIN_ROLE = "admin"
+IMPERSONATION_NOT_ADMIN = "an impersonation session cannot use the admin API"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,10 @@ async def authenticate(
     user = principal.user
     if user.role != ADMIN_ROLE:
         raise Forbidden("admin role required")
+    if principal.impersonated_by is not None:
+        # Its user was made an admin after the impersonation began: the impersonator must
+        # not gain that user's admin powers (services/impersonation).
+        raise Forbidden(IMPERSONATION_NOT_ADMIN)
     slug = (
         await reads.execute(select(col(App.slug)).where(col(App.id) == user.app_id))
     ).scalar_one()

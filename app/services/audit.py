@@ -8,6 +8,7 @@ rolls back.
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,22 @@ class Origin:
 
     ip: str | None = None
     user_agent: str | None = None
+
+
+@dataclass(frozen=True)
+class Impersonation:
+    """An admin acting as a user through an impersonation session."""
+
+    admin_id: str
+    user_id: str
+    session_id: str
+
+
+# Set for a request made with an impersonation session (api/deps.get_principal), None at the
+# start of every request (middleware.RequestId). `record` reads it, so every audit row such a
+# request writes names the admin as well as the user — whatever service writes it, including
+# ones that know nothing of impersonation.
+impersonation: ContextVar[Impersonation | None] = ContextVar("impersonation", default=None)
 
 
 def by_user(
@@ -61,7 +78,17 @@ def record(
     metadata: dict[str, Any] | None = None,
 ) -> str:
     """Add the event to the session; it is written by the same commit as the change it records.
-    Returns its id."""
+    Returns its id. Under an impersonation, the admin is the actor of what the user seems to
+    do, and the metadata names the admin and the session."""
+    acting = impersonation.get()
+    if acting is not None:
+        metadata = {
+            **(metadata or {}),
+            "impersonated_by": acting.admin_id,
+            "impersonation_session_id": acting.session_id,
+        }
+        if actor_id == acting.user_id:
+            actor_type, actor_id = "admin", acting.admin_id
     event_id = new_id(Prefix.AUDIT)
     db.add(
         AuditEvent(

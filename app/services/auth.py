@@ -186,7 +186,9 @@ async def refresh(
                 .execution_options(populate_existing=True)
             )
         ).scalar_one_or_none()
-        if session is None:
+        if session is None or session.impersonated_by is not None:
+            # An impersonation session has no refresh token (services/impersonation); were
+            # its unused digest ever matched, it still must not outlive its hour.
             raise AuthenticationRequired("invalid refresh token")
         now = clock.now()
         if session.revoked_at is not None and session.revoked_reason == "rotated":
@@ -226,7 +228,9 @@ async def signout(db: AsyncSession, origin: Origin, principal: Principal) -> Non
     user = principal.user
     async with db.begin():
         await sessions.revoke_where(db, col(Session.id) == principal.session_id, reason="signout")
-        audit.by_user(db, "user.signout", origin, user)
+        # Ending an impersonation is the admin's act, not the user signing out.
+        action = "user.signout" if principal.impersonated_by is None else "user.impersonation_ended"
+        audit.by_user(db, action, origin, user)
 
 
 async def update_profile(

@@ -1,7 +1,7 @@
 """Sessions: issuing token pairs, validating a bearer token (the hot path), rotation, revocation."""
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -37,6 +37,8 @@ class Principal:
     family_id: str
     session_created_at: datetime
     session_expires_at: datetime
+    # The admin holding this session as the user (services/impersonation), else None.
+    impersonated_by: str | None = None
 
 
 def issue(
@@ -90,14 +92,25 @@ _LOOKUP = " ".join(
         "SELECT s.id AS s_id, s.family_id AS s_family_id, s.expires_at AS s_expires_at,",
         "s.created_at AS s_created_at,",
         "s.revoked_at AS s_revoked_at, s.last_used_at AS s_last_used_at,",
+        "s.impersonated_by AS s_impersonated_by,",
         users.select_columns("u"),
         "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
     ]
 )
 # Conditional, so concurrent requests of one session stamp it once.
-_STAMP = (
+_STAMP_SESSION = (
     "UPDATE sessions SET last_used_at = $2 "
     "WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)"
+)
+# The same stamp, and in the same statement the user's activity day for the admin stats
+# (services/stats): the user_activity row is written only when the stamp is and the day has
+# changed since — once a user a day, on a narrow table of its own (no lock on the user row).
+_STAMP = (
+    f"WITH stamped AS ({_STAMP_SESSION} RETURNING user_id) "  # noqa: S608  # constant SQL
+    "INSERT INTO user_activity AS a (user_id, app_id, env_id, last_active_at) "
+    "SELECT user_id, $4, $5, $2 FROM stamped "
+    "ON CONFLICT (user_id) DO UPDATE SET last_active_at = EXCLUDED.last_active_at "
+    "WHERE a.last_active_at < $6"
 )
 
 
@@ -118,15 +131,22 @@ async def authenticate(lookups: LookupPool, token: str | None) -> Principal:
         if user.deleted_at is not None:
             raise SessionExpired()
         users.ensure_not_banned(user, now)
+        impersonated_by = row["s_impersonated_by"]
         stale = now - LAST_USED_GRANULARITY
         if row["s_last_used_at"] is None or row["s_last_used_at"] < stale:
-            await conn.execute(_STAMP, row["s_id"], now, stale)
+            if impersonated_by is not None:
+                # An admin looking around is not the user being active.
+                await conn.execute(_STAMP_SESSION, row["s_id"], now, stale)
+            else:
+                today = datetime.combine(now.astimezone(UTC).date(), time(), UTC)
+                await conn.execute(_STAMP, row["s_id"], now, stale, user.app_id, user.env_id, today)
     return Principal(
         user=user,
         session_id=row["s_id"],
         family_id=row["s_family_id"],
         session_created_at=row["s_created_at"],
         session_expires_at=row["s_expires_at"],
+        impersonated_by=impersonated_by,
     )
 
 
@@ -187,6 +207,7 @@ def session_view(session: Session, current_id: str | None = None) -> dict[str, A
         "last_used_at": session.last_used_at,
         "ip": session.ip,
         "user_agent": session.user_agent,
+        "impersonated_by": session.impersonated_by,
         "current": session.id == current_id,
     }
 
