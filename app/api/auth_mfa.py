@@ -60,6 +60,21 @@ PASSWORD_WRONG = InvalidCredentials("password is wrong")
 ONE_FACTOR = ValidationFailed("body", ONE_FACTOR_MESSAGE)
 
 
+# Turning MFA off and replacing the recovery codes: the password and a factor, with MFA on.
+PASSWORD_AND_FACTOR = (
+    OWN_SESSION,
+    JSON_BODY,
+    ONE_FACTOR,
+    PASSWORD_WRONG,
+    InvalidCode,
+    Conflict(mfa.NOT_ON),
+    RateLimited,
+    HashingOverloaded,
+    NO_KEY,
+    DatabaseUnavailable,
+)
+
+
 @router.get(
     "",
     name="mfa.get",
@@ -138,18 +153,7 @@ async def confirm_totp(
     summary="Turn MFA off",
     dependencies=[HashAdmission, Depends(rate_limit("mfa"))],
     response_model=UserOut,
-    responses=errors(
-        OWN_SESSION,
-        JSON_BODY,
-        ONE_FACTOR,
-        PASSWORD_WRONG,
-        InvalidCode,
-        Conflict(mfa.NOT_ON),
-        RateLimited,
-        HashingOverloaded,
-        NO_KEY,
-        DatabaseUnavailable,
-    ),
+    responses=errors(*PASSWORD_AND_FACTOR),
 )
 async def disable_totp(
     body: PasswordFactorIn,
@@ -173,18 +177,7 @@ async def disable_totp(
     summary="Replace the recovery codes",
     dependencies=[HashAdmission, Depends(rate_limit("mfa"))],
     response_model=RecoveryCodesOut,
-    responses=errors(
-        OWN_SESSION,
-        JSON_BODY,
-        ONE_FACTOR,
-        PASSWORD_WRONG,
-        InvalidCode,
-        Conflict(mfa.NOT_ON),
-        RateLimited,
-        HashingOverloaded,
-        NO_KEY,
-        DatabaseUnavailable,
-    ),
+    responses=errors(*PASSWORD_AND_FACTOR),
 )
 async def regenerate_recovery_codes(
     body: PasswordFactorIn,

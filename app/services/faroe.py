@@ -288,10 +288,18 @@ _BY_ID = "u.id = $2"
 _BY_EMAIL = "lower(u.email) = lower($2) AND u.email = $2"
 
 
-def _read_statement(app_ref: str, user_match: str) -> str:
-    app_match = "a.id = $1" if is_valid(app_ref, Prefix.APP) else "a.slug = $1"
-    # Only these constant fragments are put into the text; the references are parameters.
-    return _READ.format(user=users.select_columns("u"), user_match=user_match, app_match=app_match)
+# The four statements (by id or e-mail; app by id or slug), built once: the text is also
+# asyncpg's prepared-statement cache key. Only these constant fragments go into the text; the
+# references are parameters.
+_READS = {
+    (user_match, by_app_id): _READ.format(
+        user=users.select_columns("u"),
+        user_match=user_match,
+        app_match="a.id = $1" if by_app_id else "a.slug = $1",
+    )
+    for user_match in (_BY_ID, _BY_EMAIL)
+    for by_app_id in (True, False)
+}
 
 
 async def read(
@@ -311,7 +319,8 @@ async def read(
         found = _storable(action.email_address)  # else no stored e-mail can equal it
         match, value = _BY_EMAIL, users.nfc_email(action.email_address) if found else ""
     async with lookups.connection() as conn:
-        row = await conn.fetchrow(_read_statement(app_ref, match), app_ref, value)
+        statement = _READS[match, is_valid(app_ref, Prefix.APP)]
+        row = await conn.fetchrow(statement, app_ref, value)
     if row is None:
         raise FaroeAppMissing(f"FAROE_APP={app_ref!r}: app not found")
     if row["faroe_env_id"] is None:

@@ -105,17 +105,21 @@ class PostgresStore:
             )
         # Keys differ per request and are never reused by a later one, so they must be
         # pruned here too: with RATE_LIMITS=off incr never runs.
-        self._since_prune += 1
-        if self._since_prune >= self.PRUNE_EVERY:
-            self._since_prune = 0
+        if self._prune_due():
             async with self.engine.begin() as pruning:
                 await self._prune(pruning, now)
         return row is not None
 
-    async def _prune_now_and_then(self, conn: AsyncConnection, now: float) -> None:
+    def _prune_due(self) -> bool:
+        """True once every PRUNE_EVERY writes."""
         self._since_prune += 1
-        if self._since_prune >= self.PRUNE_EVERY:
-            self._since_prune = 0
+        if self._since_prune < self.PRUNE_EVERY:
+            return False
+        self._since_prune = 0
+        return True
+
+    async def _prune_now_and_then(self, conn: AsyncConnection, now: float) -> None:
+        if self._prune_due():
             await self._prune(conn, now)
 
     @staticmethod
