@@ -276,16 +276,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.proxies = settings.trusted_networks()
     install_error_handlers(app)
+    # The routers are tried in this order, each route's pattern in turn, so the busiest come
+    # first: /me, the token and introspection calls of other services, and Faroe's get_user
+    # (matching Faroe's route after every admin route cost a tenth of its request; the order
+    # of the docs is the tags' order above).
     app.include_router(auth.router)
+    app.include_router(tokens.router)
+    app.include_router(faroe.router)
     app.include_router(auth_email.router)
     app.include_router(auth_mfa.router)
-    app.include_router(tokens.router)
     app.include_router(admin.router)
     app.include_router(admin_import.router)
     app.include_router(admin_impersonation.router)
     app.include_router(admin_stats.router)
     app.include_router(admin_webhooks.router)
-    app.include_router(faroe.router)
     app.include_router(health.router)
     # The pages the mails' links open when an app has no front end of its own (PUBLIC_URL).
     app.include_router(pages.router)

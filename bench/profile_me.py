@@ -1,7 +1,7 @@
 """Where GET /v1/auth/me (or POST /v1/auth/forgot-password) spends its time under load: py-spy
 on one Userkeep worker.
 
-    .venv/bin/python -m bench.profile_me [--seconds 20] [--connections 16] [--route me|forgot|faroe]
+    .venv/bin/python -m bench.profile_me [--seconds 20] [--connections 16] [--route me|forgot|faroe|token|introspect]
 
 Starts `python -m app serve` with one worker (one process, so py-spy sees every request) on the
 bench database, drives the route from bench.loadgen in another process, records the worker
@@ -153,6 +153,36 @@ def faroe_get_user_requests(base: str, url: str, count: int) -> list[str]:
     return signed
 
 
+def token_requests(route: str, base: str, url: str, indexes: list[int]) -> list[str]:
+    """POST /v1/auth/token with each session's bearer, or POST /v1/auth/introspect of each
+    session token with an API key of the default app."""
+    tokens = [fixtures.session_token(i) for i in indexes]
+    if route == "token":
+        bearer = {"Authorization": f"Bearer {tokens[0]}"}
+        check(base, ("POST", "/v1/auth/token"), 200, headers=bearer)  # makes the first key
+        return [
+            raw_request("POST", base, "/v1/auth/token", {"Authorization": f"Bearer {t}"})
+            for t in tokens
+        ]
+    api_key = asyncio.run(_api_key(url))
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    bodies = [json.dumps({"token": t}).encode() for t in tokens]
+    check(base, ("POST", "/v1/auth/introspect"), 200, headers=headers, content=bodies[0])
+    return [raw_request("POST", base, "/v1/auth/introspect", headers, b) for b in bodies]
+
+
+async def _api_key(url: str) -> str:
+    import asyncpg
+
+    from app import db as database
+
+    conn = await asyncpg.connect(**database._asyncpg_args(url))
+    try:
+        return await fixtures.seed_api_key(conn)
+    finally:
+        await conn.close()
+
+
 def requests_for(route: str, base: str, url: str, tokens: int) -> list[str]:
     if route == "forgot":
         path, json_type = "/v1/auth/forgot-password", {"Content-Type": "application/json"}
@@ -165,6 +195,8 @@ def requests_for(route: str, base: str, url: str, tokens: int) -> list[str]:
         return faroe_get_user_requests(base, url, tokens)
     indexes = list(range(tokens))
     asyncio.run(freshen(url, indexes))
+    if route in ("token", "introspect"):
+        return token_requests(route, base, url, indexes)
     if route == "me":
         token = fixtures.session_token(0)
         check(base, ("GET", "/v1/auth/me"), 200, headers={"Authorization": f"Bearer {token}"})
@@ -182,7 +214,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=1000)
-    parser.add_argument("--route", default="me", choices=["me", "forgot", "faroe"])
+    parser.add_argument("--route", default="me", choices=["me", "forgot", "faroe", "token", "introspect"])
     parser.add_argument("--tool", default="auto", choices=["auto", "python", "wrk"])
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")

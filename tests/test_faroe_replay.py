@@ -137,6 +137,54 @@ async def test_replay_is_refused_with_rate_limits_off(database_url: str) -> None
     assert (replay.status_code, replay.content) == (401, b"")
 
 
+@pytest.mark.parametrize(
+    "body",
+    [get_user(), encode_request("get_user_by_email_address", {"email_address": "a@b.example"})],
+    ids=["get_user", "get_user_by_email_address"],
+)
+async def test_a_read_records_its_signature_and_its_replay_is_refused(
+    client: httpx.AsyncClient, pg: asyncpg.Connection, body: bytes
+) -> None:
+    # On PostgreSQL the guard runs inside the read's own statement: the read must still
+    # leave the signature behind, and answer its replay 401.
+    headers = signed_now(body)
+    first = await client.post(URL, content=body, headers=headers)
+    assert first.status_code == 200 and parse_strict(first.content)["ok"] is False  # not found
+
+    replay = await client.post(URL, content=body, headers=headers)
+
+    assert (replay.status_code, replay.content) == (401, b"")
+    key = f"once:faroe:{headers['X-Faroe-Timestamp']}:{headers['X-Faroe-Signature']}"
+    assert await pg.fetchval("SELECT count(*) FROM rate_limits WHERE key = $1", key) == 1
+
+
+async def test_a_read_for_a_missing_faroe_app_still_uses_up_its_signature(
+    database_url: str,
+) -> None:
+    body = get_user()
+    async with app_with(database_url, faroe_app="no-such-app") as c:
+        headers = signed_now(body)
+        first = await c.post(URL, content=body, headers=headers)
+        replay = await c.post(URL, content=body, headers=headers)
+    assert (first.status_code, replay.status_code) == (503, 401)
+
+
+async def test_a_change_is_refused_on_replay_before_it_touches_the_store(
+    client: httpx.AsyncClient, pg: asyncpg.Connection
+) -> None:
+    user_id = await create_user(client, "counter@example.com")
+    body = encode_request(
+        "increment_user_sessions_counter", {"user_id": user_id, "user_sessions_counter": 0}
+    )
+    headers = signed_now(body)
+    assert (await client.post(URL, content=body, headers=headers)).status_code == 200
+
+    replay = await client.post(URL, content=body, headers=headers)
+
+    assert replay.status_code == 401
+    assert await pg.fetchval("SELECT sessions_counter FROM users WHERE id = $1", user_id) == 1
+
+
 async def test_unsigned_requests_have_no_replay_guard(database_url: str) -> None:
     # FAROE_AUTH=none: there is no signature to remember, so the same request is served again
     # (documented: that mode relies on a private network alone).

@@ -217,10 +217,56 @@ async def test_bad_bodies_are_422(client, pg, body):
     assert response.status_code == 422 and response.json()["type"] == "validation_error"
 
 
-async def test_a_form_body_is_415(client, pg):
+async def test_an_rfc_form_body_is_answered_like_json(client, pg):
+    # RFC 7662 section 2.1: the resource server posts application/x-www-form-urlencoded.
+    user = await signup(client)
+    key, _ = await make_key(pg, user["user"]["app_id"])
+    form = {"token": user["session_token"], "token_type_hint": "access_token"}
+    by_form = await client.post(PATH, data=form, headers=auth(key))
+    by_json = await _ask(client, key, user["session_token"])
+    assert by_form.status_code == 200, by_form.text
+    assert by_form.json() == by_json.json() and by_form.json()["active"] is True
+
+
+async def test_a_form_of_a_dead_token_is_inactive(client, pg):
+    user = await signup(client)
+    key, _ = await make_key(pg, user["user"]["app_id"])
+    await client.post("/v1/auth/signout", headers=bearer(user["session_token"]))
+    response = await client.post(PATH, data={"token": user["session_token"]}, headers=auth(key))
+    assert response.status_code == 200 and response.json() == INACTIVE
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["", "token=", "token=a&token=b", "token=x&extra=1", "token=%ff", "token=\xe9"],
+    ids=["empty", "empty-token", "twice", "unknown-field", "not-utf8", "not-ascii"],
+)
+async def test_bad_forms_are_a_clear_4xx(client, pg, content):
     key, _ = await make_key(pg, (await default_app(pg))[0])
-    response = await client.post(PATH, data={"token": "ukst_x"}, headers=auth(key))
-    assert response.status_code == 415
+    headers = auth(key) | {"Content-Type": "application/x-www-form-urlencoded"}
+    response = await client.post(PATH, content=content.encode("latin-1"), headers=headers)
+    assert response.status_code in (400, 422), response.text
+    assert response.json()["type"] in ("bad_request", "validation_error")
+
+
+@pytest.mark.parametrize("media", ["text/plain", "multipart/form-data; boundary=x", None])
+async def test_another_media_type_is_415(client, pg, media):
+    key, _ = await make_key(pg, (await default_app(pg))[0])
+    headers = auth(key) | ({"Content-Type": media} if media else {})
+    response = await client.post(PATH, content=b'{"token": "ukst_x"}', headers=headers)
+    assert response.status_code == 415 and response.json()["type"] == "unsupported_media_type"
+
+
+async def test_bad_json_is_400(client, pg):
+    key, _ = await make_key(pg, (await default_app(pg))[0])
+    headers = auth(key) | {"Content-Type": "application/json"}
+    response = await client.post(PATH, content=b'{"token": ', headers=headers)
+    assert response.status_code == 400 and response.json()["type"] == "bad_request"
+
+
+async def test_a_bad_key_is_401_whatever_the_body(client):
+    response = await client.post(PATH, json={"token": "ukst_x"}, headers=auth("ask_" + "x" * 43))
+    assert response.status_code == 401 and response.json()["type"] == "authentication_required"
 
 
 # ---- the rate limit -------------------------------------------------------------------------

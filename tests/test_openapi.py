@@ -139,13 +139,15 @@ def facts(route: APIRoute, operation: dict[str, Any], spec: dict[str, Any]) -> F
     body_fields: set[str] = set()
     if "requestBody" in operation:
         schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        body_fields |= set(schema.get("properties", {}))  # a schema written out in place
         refs = [schema, *schema.get("anyOf", [])]
         for ref in (r["$ref"] for r in refs if "$ref" in r):
             body_fields |= set(spec["components"]["schemas"][ref.rsplit("/", 1)[1]]["properties"])
     return Facts(
         operation_id=operation["operationId"],
         method=next(m.lower() for m in route.methods or ()),
-        body=route.body_field is not None,
+        # FastAPI's own body parameter, or a body the route reads itself (openapi_extra).
+        body=route.body_field is not None or "requestBody" in operation,
         params={p["name"].lower() for p in params},
         path_params={p["name"] for p in params if p["in"] == "path"},
         body_fields=body_fields,
@@ -155,7 +157,7 @@ def facts(route: APIRoute, operation: dict[str, Any], spec: dict[str, Any]) -> F
                 deps.get_principal,
                 deps.get_optional_principal,
                 admin.get_admin,
-                tokens.get_introspector,
+                tokens.get_introspector_key,
             }
         ),
         # Per-IP rules (deps.rate_limit) and per-account ones (deps.Limits) both need Rules.
@@ -169,7 +171,7 @@ def facts(route: APIRoute, operation: dict[str, Any], spec: dict[str, Any]) -> F
                 deps.get_principal,
                 deps.get_optional_principal,
                 admin.get_admin,
-                tokens.get_introspector,
+                tokens.get_introspector_key,
                 tokens.get_key_ring,
             }
         ),

@@ -11,16 +11,17 @@ import hashlib
 import hmac
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.datastructures import Headers
 
 from app import clock
-from app.api.deps import Config, Db, From, Hasher, Limits, Lookups, rate_limit
+from app.api.deps import Config, From, Hasher, Limits, Lookups, rate_limit
 from app.faroe import protocol
 from app.services import faroe
-from app.services.ratelimit import Store
+from app.services.ratelimit import PostgresStore
 from app.settings import Settings
 
 log = logging.getLogger("userkeep.faroe")
@@ -58,10 +59,18 @@ def expected_signature(secret: bytes, timestamp: str, body: bytes, nonce: str | 
     return SIGNATURE_VERSION + mac.hexdigest()
 
 
-async def _refusal(
-    settings: Settings, seen: Store, headers: Headers, body: bytes
-) -> Response | None:
-    """None when the request may be served, else the (empty-bodied) answer refusing it."""
+@dataclass(frozen=True)
+class Signed:
+    """A request whose signature checked out; served only if this is its first use."""
+
+    key: str
+    ttl: int
+    now: float
+
+
+def _verify(settings: Settings, headers: Headers, body: bytes) -> Response | Signed | None:
+    """The (empty-bodied) answer refusing the request; else its signature, to be used once;
+    None when nothing is signed (FAROE_AUTH=none)."""
     if settings.faroe_auth == "none":
         # Announced at start (settings.unsafe_modes), not here on first use. Nothing is signed,
         # so there is nothing to recognise a replay by: that mode relies on the private network.
@@ -95,9 +104,7 @@ async def _refusal(
     # The signature covers the nonce, so two identical bodies signed with two nonces are two
     # requests, however close together.
     ttl = int(timestamp) + MAX_SKEW_SECONDS + SEEN_MARGIN_SECONDS - int(now)
-    if not await seen.first_use(f"faroe:{timestamp}:{expected}", ttl, now):
-        return Response(status_code=401)
-    return None
+    return Signed(f"faroe:{timestamp}:{expected}", ttl, now)
 
 
 _JSON_BODY = {
@@ -203,7 +210,6 @@ _HEADERS = [
 )
 async def invoke_action(
     request: Request,
-    db: Db,
     lookups: Lookups,
     settings: Config,
     origin: From,
@@ -214,19 +220,28 @@ async def invoke_action(
     (its default environment). Wire-compatible with `@faroe/user-server`; see docs/faroe.md.
     Unsigned requests are served only with `FAROE_AUTH=none`; a signed one is served once."""
     body = await request.body()
-    headers = request.headers
-    refusal = await _refusal(settings, rules.limiter.store, headers, body)
-    if refusal is not None:
-        return refusal
+    signed = _verify(settings, request.headers, body)
+    if isinstance(signed, Response):
+        return signed
     try:
         action = protocol.parse_request(body)
     except protocol.InvalidRequest:
         return Response(status_code=400)
+    store, guard = rules.limiter.store, None
+    if signed is not None:
+        if faroe.is_read(action) and isinstance(store, PostgresStore):
+            # Checked in the read's own statement (services/faroe.read).
+            guard = store.first_use_args(signed.key, signed.ttl, signed.now)
+            await store.count_first_use(signed.now)
+        elif not await store.first_use(signed.key, signed.ttl, signed.now):
+            return Response(status_code=401)
     invocation_id = protocol.generate_action_invocation_id()
     try:
         # The REST door's bounds: a password Faroe stores here is one that door will verify.
+        # The app's session factory, not a request session (deps.get_db): only a change opens
+        # one, so a read costs no ORM session at all.
         user = await faroe.invoke(
-            db,
+            request.app.state.sessions,
             lookups,
             settings.faroe_app,
             action,
@@ -234,7 +249,10 @@ async def invoke_action(
             origin,
             hasher.bounds,
             mfa_disables=settings.faroe_mfa_users == "disabled",
+            guard=guard,
         )
+    except faroe.Replayed:
+        return Response(status_code=401)
     except protocol.InvalidRequest as error:
         # Every such password is refused: the Faroe server's algorithm needs ARGON2_MAX_* raised.
         log.warning("faroe %s refused as an invalid request: %s", type(action).__name__, error)

@@ -27,7 +27,6 @@ import re
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
@@ -35,6 +34,7 @@ from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from app import db as database
+from app.api import forms
 from app.api.deps import Config, Db, From, HashAdmission, Hasher, rate_limit
 from app.errors import (
     ApiError,
@@ -60,7 +60,7 @@ PAGES = frozenset({VERIFY_URL, RESET_URL, CHANGE_URL})
 # A link token is a prefix and 256 random bits in base64url (app/security/tokens.py); the JSON
 # routes take at most 256 characters, and so do these. Anything else cannot be a live token.
 TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
-FORM = "application/x-www-form-urlencoded"
+FORM = forms.FORM
 # A form here has at most three fields; more is not a browser submitting one of these pages.
 MAX_FIELDS = 8
 
@@ -193,23 +193,12 @@ def _form_token(form: Mapping[str, str]) -> str:
 async def _form(request: Request) -> dict[str, str]:
     """The urlencoded fields of the body, each given once; 415 for another media type. The
     size is already bounded by MAX_BODY_BYTES (app/middleware.py)."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != FORM:
+    if forms.media_type(request) != FORM:
         raise UnsupportedMediaType()
     try:
-        fields = parse_qs(
-            (await request.body()).decode("ascii"),
-            keep_blank_values=True,
-            strict_parsing=True,
-            encoding="utf-8",
-            errors="strict",
-            max_num_fields=MAX_FIELDS,
-        )
+        return forms.parse_form(await request.body(), MAX_FIELDS)
     except ValueError as exc:  # not ASCII, not UTF-8 once decoded, malformed, too many fields
         raise BadForm() from exc
-    if any(len(values) != 1 for values in fields.values()):
-        raise BadForm()
-    return {name: values[0] for name, values in fields.items()}
 
 
 def _action(request: Request, path: str) -> str:

@@ -5,29 +5,25 @@ JWTs (/.well-known/jwks.json). Thin: parse, call services/access_tokens, shape."
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import ValidationError
 
-from app.api.deps import (
-    Config,
-    From,
-    Limits,
-    Lookups,
-    OwnCaller,
-    bearer,
-    rate_limit,
-    record_caller,
-)
-from app.api.openapi import JSON_BODY, OWN_SESSION, SESSION, errors
+from app.api import forms
+from app.api.deps import From, Limits, OwnCaller, bearer, rate_limit, record_caller
+from app.api.openapi import OWN_SESSION, SESSION, errors
 from app.api.token_schemas import AccessTokenOut, IntrospectIn, IntrospectionOut, JwksOut
 from app.errors import (
     AuthenticationRequired,
+    BadRequest,
     DatabaseUnavailable,
     Forbidden,
+    PayloadTooLarge,
     RateLimited,
+    UnsupportedMediaType,
     ValidationFailed,
 )
 from app.services import access_tokens, signing_keys
-from app.services.admin_auth import AdminPrincipal
 from app.services.signing_keys import KeyRing
 
 router = APIRouter(tags=["auth"])
@@ -39,19 +35,51 @@ async def get_key_ring(request: Request) -> KeyRing:
     return ring
 
 
-async def get_introspector(
+Ring = Annotated[KeyRing, Depends(get_key_ring)]
+
+
+async def get_introspector_key(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> AdminPrincipal:
-    caller = await access_tokens.authenticate_introspector(
+) -> str:
+    """The API key of the call, not yet checked: `introspect` reads it with the token."""
+    return await access_tokens.introspector_key(
         request.app.state.lookups, credentials.credentials if credentials else None
     )
-    record_caller(request, None, caller.actor_id)
-    return caller
 
 
-Ring = Annotated[KeyRing, Depends(get_key_ring)]
-Introspector = Annotated[AdminPrincipal, Depends(get_introspector)]
+IntrospectorKey = Annotated[str, Depends(get_introspector_key)]
+# RFC 7662 says form-encoded; JSON too, like every other route here.
+_FORM_FIELDS = 4
+_INTROSPECT_BODY = {
+    "required": True,
+    "content": {
+        media: {"schema": IntrospectIn.model_json_schema()} for media in (forms.JSON, forms.FORM)
+    },
+}
+NOT_JSON_OR_FORM = "request body must be application/json or application/x-www-form-urlencoded"
+
+
+async def _introspect_in(request: Request) -> IntrospectIn:
+    """The body as JSON or, as RFC 7662 has it, urlencoded; 415 for another media type, 400
+    for an unreadable body, 422 (the envelope of every route) for a bad field."""
+    media, body = forms.media_type(request), await request.body()
+    try:
+        if forms.is_json(media):
+            return IntrospectIn.model_validate_json(body)
+        if media == forms.FORM:
+            try:
+                fields = forms.parse_form(body, _FORM_FIELDS)
+            except ValueError as exc:
+                raise BadRequest("request body is not a valid urlencoded form") from exc
+            return IntrospectIn.model_validate(fields)
+    except ValidationError as exc:
+        # The app's handler turns these into the 422 envelope (and bad JSON into a 400),
+        # with the same field paths as for a body FastAPI parsed.
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        ) from exc
+    raise UnsupportedMediaType(NOT_JSON_OR_FORM)
 
 
 @router.post(
@@ -61,12 +89,15 @@ Introspector = Annotated[AdminPrincipal, Depends(get_introspector)]
     response_model=AccessTokenOut,
     responses=errors(OWN_SESSION, DatabaseUnavailable),
 )
-async def create_token(caller: OwnCaller, ring: Ring, settings: Config) -> dict[str, Any]:
+async def create_token(caller: OwnCaller, request: Request) -> dict[str, Any]:
     """A JWT for other services of the app to verify without calling Userkeep: signed with
     the current key of GET /.well-known/jwks.json, valid for JWT_TTL seconds (5 minutes by
     default). Revoking the session stops new tokens at once; one already issued verifies
     until its `exp`. For revocation that takes effect at once, use POST /v1/auth/introspect."""
-    return await access_tokens.issue(ring, caller, settings)
+    # The app's key ring and settings straight from its state, not as dependencies: each
+    # dependency FastAPI solves costs more than this whole function's own work.
+    state = request.app.state
+    return await access_tokens.issue(state.signing_keys, caller, state.settings)
 
 
 @router.post(
@@ -76,8 +107,12 @@ async def create_token(caller: OwnCaller, ring: Ring, settings: Config) -> dict[
     dependencies=[Depends(rate_limit("introspect"))],
     response_model=IntrospectionOut,
     response_model_exclude_none=True,
+    openapi_extra={"requestBody": _INTROSPECT_BODY},
     responses=errors(
-        JSON_BODY,
+        BadRequest("request body is not valid JSON"),
+        BadRequest("request body is not a valid urlencoded form"),
+        PayloadTooLarge,
+        UnsupportedMediaType(NOT_JSON_OR_FORM),
         ValidationFailed("token", "Field required"),
         AuthenticationRequired("invalid or revoked API key"),
         SESSION,
@@ -87,21 +122,22 @@ async def create_token(caller: OwnCaller, ring: Ring, settings: Config) -> dict[
     ),
 )
 async def introspect(
-    body: IntrospectIn,
-    request: Request,
-    caller: Introspector,
-    lookups: Lookups,
-    rules: Limits,
-    origin: From,
+    request: Request, key: IntrospectorKey, rules: Limits, origin: From
 ) -> dict[str, Any]:
     """Whether a session token is live, answered from the session itself: a sign-out, ban,
     deletion or expiry shows on the very next call. Call with an API key of the app
     (`Authorization: Bearer ask_…`); a token of another app is inactive. An inactive answer
-    is only `{"active": false}`. JSON bodies only."""
+    is only `{"active": false}`. The body is JSON or, as RFC 7662 has it, urlencoded
+    (`token=ukst_…`)."""
+    body = await _introspect_in(request)
+    state = request.app.state
     # The app's session factory, not a request session (deps.get_db): one is opened only to
     # audit a failure, and the hot path of an active answer never makes one.
-    sessions = request.app.state.sessions
-    return await access_tokens.introspect(sessions, lookups, rules, origin, caller, body.token)
+    caller, answer = await access_tokens.introspect(
+        state.sessions, state.lookups, rules, origin, key, body.token
+    )
+    record_caller(request, None, caller.actor_id)
+    return answer
 
 
 @router.get(

@@ -7,6 +7,7 @@ on their own, and anything outside their reach reads as not found (no existence 
 
 from dataclasses import dataclass
 
+from asyncpg import Connection, Record
 from sqlalchemy import select
 from sqlalchemy.exc import NoResultFound
 from sqlmodel import col
@@ -77,11 +78,14 @@ async def authenticate(
     )
 
 
-# The key and its app's slug in one indexed read; the digest is the $1 parameter.
-_KEY_LOOKUP = (
-    "SELECT k.id, k.app_id, k.revoked_at, k.last_used_at, a.slug "
-    "FROM api_keys k JOIN apps a ON a.id = k.app_id WHERE k.key_hash = $1"
+# The key and its app's slug in one indexed read; the digest is the $1 parameter. The names
+# are prefixed, as introspection reads them in one row with a session's (access_tokens).
+KEY_COLUMNS = (
+    "k.id AS k_id, k.app_id AS k_app_id, k.revoked_at AS k_revoked_at, "
+    "k.last_used_at AS k_last_used_at, a.slug AS k_app_slug"
 )
+KEY_FROM = "api_keys k JOIN apps a ON a.id = k.app_id"
+_KEY_LOOKUP = f"SELECT {KEY_COLUMNS} FROM {KEY_FROM} WHERE k.key_hash = $1"  # noqa: S608  # constant
 # Conditional, so concurrent requests with one key stamp it once.
 _KEY_STAMP = (
     "UPDATE api_keys SET last_used_at = $2 "
@@ -96,17 +100,23 @@ async def authenticate_key(lookups: LookupPool, secret: str) -> AdminPrincipal:
     minute."""
     async with lookups.connection() as conn:
         row = await conn.fetchrow(_KEY_LOOKUP, tokens.digest(secret))
-        if row is None or row["revoked_at"] is not None:
-            raise AuthenticationRequired("invalid or revoked API key")
-        now = clock.now()
-        stale = now - sessions.LAST_USED_GRANULARITY
-        if row["last_used_at"] is None or row["last_used_at"] < stale:
-            await conn.execute(_KEY_STAMP, row["id"], now, stale)
+        return await accept_key(conn, row)
+
+
+async def accept_key(conn: Connection, row: Record | None) -> AdminPrincipal:
+    """The principal of a row of KEY_COLUMNS (None: no such key), or 401 for a revoked one;
+    stamps its last use on `conn` at most once a minute."""
+    if row is None or row["k_revoked_at"] is not None:
+        raise AuthenticationRequired("invalid or revoked API key")
+    now = clock.now()
+    stale = now - sessions.LAST_USED_GRANULARITY
+    if row["k_last_used_at"] is None or row["k_last_used_at"] < stale:
+        await conn.execute(_KEY_STAMP, row["k_id"], now, stale)
     return AdminPrincipal(
         actor_type="api_key",
-        actor_id=row["id"],
-        app_id=row["app_id"],
-        is_root=row["slug"] == tenancy.DEFAULT_APP,
+        actor_id=row["k_id"],
+        app_id=row["k_app_id"],
+        is_root=row["k_app_slug"] == tenancy.DEFAULT_APP,
     )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import Table, case, func, null, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.sql.dml import Update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -41,6 +42,7 @@ from app.security.argon2_params import (
 )
 from app.services import api_keys, audit, tenancy, users
 from app.services.audit import Origin
+from app.services.ratelimit import PostgresStore
 
 log = logging.getLogger("userkeep.faroe")
 
@@ -277,7 +279,7 @@ async def _update_revoking_sessions(
 # Reads are not audited (DESIGN.md, "Faroe door details"): a Faroe server calls get_user for
 # every session check whose cached user is older than a minute.
 _READ = (
-    "SELECT e.id AS faroe_env_id, {user} FROM apps a "
+    "SELECT a.id AS faroe_app_id, e.id AS faroe_env_id, {user} FROM apps a "
     "LEFT JOIN environments e ON e.app_id = a.id AND e.is_default "
     "LEFT JOIN users u ON u.app_id = a.id AND u.env_id = e.id AND u.deleted_at IS NULL "
     "AND {user_match} WHERE {app_match}"
@@ -286,20 +288,45 @@ _READ = (
 # lets PostgreSQL find the (at most one) candidate through the unique index uq_users_email_live.
 _BY_ID = "u.id = $2"
 _BY_EMAIL = "lower(u.email) = lower($2) AND u.email = $2"
+# The read with the replay guard of its signature (ratelimit.PostgresStore, parameters $3-$5)
+# in the same statement: one round trip and no transaction for a signed get_user, the busiest
+# call of a Faroe deployment. A data-modifying WITH runs whatever the SELECT finds, and the
+# outer join answers one row even when FAROE_APP names no app.
+_GUARDED = (
+    "WITH guard AS ({guard}) "
+    "SELECT (SELECT count(*) FROM guard) AS faroe_first_use, r.* "
+    "FROM (SELECT 1) AS one LEFT JOIN ({read}) AS r ON true"
+)
 
 
-# The four statements (by id or e-mail; app by id or slug), built once: the text is also
-# asyncpg's prepared-statement cache key. Only these constant fragments go into the text; the
-# references are parameters.
-_READS = {
-    (user_match, by_app_id): _READ.format(
+def _statement(user_match: str, by_app_id: bool, guarded: bool) -> str:
+    read = _READ.format(
         user=users.select_columns("u"),
         user_match=user_match,
         app_match="a.id = $1" if by_app_id else "a.slug = $1",
     )
+    if not guarded:
+        return read
+    return _GUARDED.format(guard=PostgresStore.first_use_sql(3), read=read)
+
+
+# The eight statements (by id or e-mail; app by id or slug; with the guard or not), built
+# once: the text is also asyncpg's prepared-statement cache key. Only these constant fragments
+# go into the text; the references are parameters.
+_READS = {
+    (user_match, by_app_id, guarded): _statement(user_match, by_app_id, guarded)
     for user_match in (_BY_ID, _BY_EMAIL)
     for by_app_id in (True, False)
+    for guarded in (True, False)
 }
+
+
+class Replayed(Exception):
+    """The signed request was served before (the guard ran in the read's statement)."""
+
+
+def is_read(action: protocol.Action) -> bool:
+    return isinstance(action, protocol.GetUser | protocol.GetUserByEmailAddress)
 
 
 async def read(
@@ -308,9 +335,11 @@ async def read(
     action: protocol.GetUser | protocol.GetUserByEmailAddress,
     bounds: Argon2Bounds,
     mfa_disables: bool = True,
+    guard: tuple[str, int, int] | None = None,
 ) -> FaroeUser:
     """get_user and get_user_by_email_address: the user, or ActionError user_not_found;
-    FaroeAppMissing when FAROE_APP names no app."""
+    FaroeAppMissing when FAROE_APP names no app. With `guard` (PostgresStore.first_use_args of
+    the request's signature), Replayed when it was used before, checked in the same statement."""
     if isinstance(action, protocol.GetUser):
         # Any id that is not one of ours (Faroe's own ids, garbage) is simply not found.
         found = is_valid(action.user_id, Prefix.USER)
@@ -318,10 +347,12 @@ async def read(
     else:
         found = _storable(action.email_address)  # else no stored e-mail can equal it
         match, value = _BY_EMAIL, users.nfc_email(action.email_address) if found else ""
+    statement = _READS[match, is_valid(app_ref, Prefix.APP), guard is not None]
     async with lookups.connection() as conn:
-        statement = _READS[match, is_valid(app_ref, Prefix.APP)]
-        row = await conn.fetchrow(statement, app_ref, value)
-    if row is None:
+        row = await conn.fetchrow(statement, app_ref, value, *(guard or ()))
+    if guard is not None and (row is None or not row["faroe_first_use"]):
+        raise Replayed()
+    if row is None or row["faroe_app_id"] is None:
         raise FaroeAppMissing(f"FAROE_APP={app_ref!r}: app not found")
     if row["faroe_env_id"] is None:
         raise FaroeAppMissing(f"FAROE_APP={app_ref!r}: environment not found")
@@ -481,7 +512,7 @@ def _action_error_for(exc: DBAPIError) -> str | None:
 
 
 async def invoke(
-    db: AsyncSession,
+    writes: async_sessionmaker[AsyncSession],
     lookups: LookupPool,
     app_ref: str,
     action: protocol.Action,
@@ -489,13 +520,16 @@ async def invoke(
     origin: Origin,
     bounds: Argon2Bounds,
     mfa_disables: bool = True,
+    guard: tuple[str, int, int] | None = None,
 ) -> FaroeUser | None:
-    """Run one action: a read in one statement (`read`), a change in one transaction with its
-    audit row. The user for the two reads and create_user, None for the other four; raises
-    ActionError for an action error, FaroeAppMissing when FAROE_APP names no app,
-    protocol.InvalidRequest for a password out of `bounds` (before any database work)."""
+    """Run one action: a read in one statement (`read`, with `guard` if given), a change in one
+    transaction of a session from `writes`, with its audit row. The user for the two reads and
+    create_user, None for the other four; raises ActionError for an action error,
+    FaroeAppMissing when FAROE_APP names no app, protocol.InvalidRequest for a password out of
+    `bounds` (before any database work)."""
     if isinstance(action, protocol.GetUser | protocol.GetUserByEmailAddress):
-        return await read(lookups, app_ref, action, bounds, mfa_disables)
+        return await read(lookups, app_ref, action, bounds, mfa_disables, guard)
+    assert guard is None, "a change checks its signature's first use before it begins"
     action_name, handler = _HANDLERS[type(action)]
     password_hash = None
     if isinstance(action, protocol.CreateUser | protocol.UpdateUserPasswordHash):
@@ -503,7 +537,7 @@ async def invoke(
             action.password_hash, action.password_hash_algorithm_id, action.password_salt, bounds
         )
     try:
-        async with db.begin():
+        async with writes() as db, db.begin():
             try:
                 env = await tenancy.resolve(db, app_ref, None)
             except NotFound as exc:

@@ -87,28 +87,40 @@ class PostgresStore:
                 {"k": key, "w": window_start(window, now)},
             )
 
+    @staticmethod
+    def first_use_sql(first: int = 1) -> str:
+        """The replay guard's statement, its three parameters (`first_use_args`) numbered from
+        `first`: it returns a row only the first time. One atomic statement: a concurrent
+        duplicate waits on the row the winner inserts, then finds it unexpired and returns
+        nothing. An expired leftover (not yet pruned) is reused. window_start records when the
+        key was first used; count is unused. services/faroe runs it inside its read."""
+        key, now, expires = (f"${first + i}" for i in range(3))
+        return (
+            "INSERT INTO rate_limits (key, window_start, expires_at, count) "  # noqa: S608
+            f"VALUES ({key}, {now}, {expires}, 1) "
+            "ON CONFLICT (key) DO UPDATE SET window_start = EXCLUDED.window_start, "
+            "expires_at = EXCLUDED.expires_at, count = 1 "
+            f"WHERE rate_limits.expires_at <= {now} "
+            "RETURNING 1"
+        )
+
+    @staticmethod
+    def first_use_args(key: str, ttl: int, now: float) -> tuple[str, int, int]:
+        return f"once:{key}", int(now), math.ceil(now + ttl)
+
     async def first_use(self, key: str, ttl: int, now: float) -> bool:
-        # One atomic statement: a concurrent duplicate waits on the row the winner inserts, then
-        # finds it unexpired and returns nothing. An expired leftover (not yet pruned) is reused.
-        # window_start records when the key was first used; count is unused.
         async with self.lookups.connection() as conn:
-            row = await conn.fetchrow(
-                "INSERT INTO rate_limits (key, window_start, expires_at, count) "
-                "VALUES ($1, $2, $3, 1) "
-                "ON CONFLICT (key) DO UPDATE SET window_start = EXCLUDED.window_start, "
-                "expires_at = EXCLUDED.expires_at, count = 1 "
-                "WHERE rate_limits.expires_at <= $2 "
-                "RETURNING 1",
-                f"once:{key}",
-                int(now),
-                math.ceil(now + ttl),
-            )
-        # Keys differ per request and are never reused by a later one, so they must be
-        # pruned here too: with RATE_LIMITS=off incr never runs.
+            row = await conn.fetchrow(_FIRST_USE, *self.first_use_args(key, ttl, now))
+        await self.count_first_use(now)
+        return row is not None
+
+    async def count_first_use(self, now: float) -> None:
+        """Count one first use, pruning every PRUNE_EVERY: the keys differ per request and no
+        later one reuses them, so first uses must prune too (with RATE_LIMITS=off incr never
+        runs)."""
         if self._prune_due():
             async with self.engine.begin() as pruning:
                 await self._prune(pruning, now)
-        return row is not None
 
     def _prune_due(self) -> bool:
         """True once every PRUNE_EVERY writes."""
@@ -130,6 +142,9 @@ class PostgresStore:
 
     async def close(self) -> None:
         """The engine belongs to the app."""
+
+
+_FIRST_USE = PostgresStore.first_use_sql()
 
 
 class RedisStore:

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+from asyncpg import Connection, Record
 from sqlalchemy import select, update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -87,16 +88,22 @@ def token_response(user: User, issued: Issued) -> dict[str, Any]:
     }
 
 
-_LOOKUP = " ".join(
-    [
-        "SELECT s.id AS s_id, s.family_id AS s_family_id, s.expires_at AS s_expires_at,",
-        "s.created_at AS s_created_at,",
-        "s.revoked_at AS s_revoked_at, s.last_used_at AS s_last_used_at,",
-        "s.impersonated_by AS s_impersonated_by,",
-        users.select_columns("u"),
-        "FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1",
-    ]
-)
+def lookup_sql(param: str = "$1") -> str:
+    """The session and its user by the token's digest, the parameter `param`: the statement of
+    every bearer check, also run inside introspection's (access_tokens)."""
+    return " ".join(
+        [
+            "SELECT s.id AS s_id, s.family_id AS s_family_id, s.expires_at AS s_expires_at,",
+            "s.created_at AS s_created_at,",
+            "s.revoked_at AS s_revoked_at, s.last_used_at AS s_last_used_at,",
+            "s.impersonated_by AS s_impersonated_by,",
+            users.select_columns("u"),
+            f"FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = {param}",
+        ]
+    )
+
+
+_LOOKUP = lookup_sql()
 # Conditional, so concurrent requests of one session stamp it once.
 _STAMP_SESSION = (
     "UPDATE sessions SET last_used_at = $2 "
@@ -122,24 +129,30 @@ async def authenticate(lookups: LookupPool, token: str | None) -> Principal:
         raise AuthenticationRequired()
     async with lookups.connection() as conn:
         row = await conn.fetchrow(_LOOKUP, tokens.digest(token))
-        if row is None:
-            raise AuthenticationRequired("invalid session token")
-        now = clock.now()
-        if row["s_revoked_at"] is not None or row["s_expires_at"] <= now:
-            raise SessionExpired()
-        user = users.from_row(row)
-        if user.deleted_at is not None:
-            raise SessionExpired()
-        users.ensure_not_banned(user, now)
-        impersonated_by = row["s_impersonated_by"]
-        stale = now - LAST_USED_GRANULARITY
-        if row["s_last_used_at"] is None or row["s_last_used_at"] < stale:
-            if impersonated_by is not None:
-                # An admin looking around is not the user being active.
-                await conn.execute(_STAMP_SESSION, row["s_id"], now, stale)
-            else:
-                today = datetime.combine(now.astimezone(UTC).date(), time(), UTC)
-                await conn.execute(_STAMP, row["s_id"], now, stale, user.app_id, user.env_id, today)
+        return await accept(conn, row)
+
+
+async def accept(conn: Connection, row: Record | None) -> Principal:
+    """The principal of a row of `lookup_sql` (None or a NULL s_id: no such token), or why the
+    session is not a live one; stamps its last use on `conn` at most once a minute."""
+    if row is None or row["s_id"] is None:
+        raise AuthenticationRequired("invalid session token")
+    now = clock.now()
+    if row["s_revoked_at"] is not None or row["s_expires_at"] <= now:
+        raise SessionExpired()
+    user = users.from_row(row)
+    if user.deleted_at is not None:
+        raise SessionExpired()
+    users.ensure_not_banned(user, now)
+    impersonated_by = row["s_impersonated_by"]
+    stale = now - LAST_USED_GRANULARITY
+    if row["s_last_used_at"] is None or row["s_last_used_at"] < stale:
+        if impersonated_by is not None:
+            # An admin looking around is not the user being active.
+            await conn.execute(_STAMP_SESSION, row["s_id"], now, stale)
+        else:
+            today = datetime.combine(now.astimezone(UTC).date(), time(), UTC)
+            await conn.execute(_STAMP, row["s_id"], now, stale, user.app_id, user.env_id, today)
     return Principal(
         user=user,
         session_id=row["s_id"],
