@@ -1,7 +1,8 @@
 """Where GET /v1/auth/me (or POST /v1/auth/forgot-password) spends its time under load: py-spy
 on one Userkeep worker.
 
-    .venv/bin/python -m bench.profile_me [--seconds 20] [--connections 16] [--route me|forgot|faroe|token|introspect]
+    .venv/bin/python -m bench.profile_me [--seconds 20] [--connections 16]
+        [--route me|forgot|faroe|token|introspect]
 
 Starts `python -m app serve` with one worker (one process, so py-spy sees every request) on the
 bench database, drives the route from bench.loadgen in another process, records the worker
@@ -214,7 +215,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=1000)
-    parser.add_argument("--route", default="me", choices=["me", "forgot", "faroe", "token", "introspect"])
+    routes = ["me", "forgot", "faroe", "token", "introspect"]
+    parser.add_argument("--route", default="me", choices=routes)
     parser.add_argument("--tool", default="auto", choices=["auto", "python", "wrk"])
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
