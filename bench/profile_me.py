@@ -256,7 +256,8 @@ def main() -> None:
                 str(args.seconds),
                 "--rate",
                 "250",
-                "--gil",
+                *([] if os.environ.get("PROFILE_ALL") else ["--gil"]),
+                *(["--threads", "--native"] if os.environ.get("PROFILE_ALL") else []),
             ]
             subprocess.run(  # noqa: S603
                 [py_spy, "record", *common, "--format", "raw", "-o", str(raw)],

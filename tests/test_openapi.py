@@ -155,6 +155,7 @@ def facts(route: APIRoute, operation: dict[str, Any], spec: dict[str, Any]) -> F
             calls
             & {
                 deps.get_principal,
+                deps.get_own_principal,
                 deps.get_optional_principal,
                 admin.get_admin,
                 tokens.get_introspector_key,
@@ -169,6 +170,7 @@ def facts(route: APIRoute, operation: dict[str, Any], spec: dict[str, Any]) -> F
                 deps.get_lookups,
                 deps.get_job_batcher,
                 deps.get_principal,
+                deps.get_own_principal,
                 deps.get_optional_principal,
                 admin.get_admin,
                 tokens.get_introspector_key,

@@ -11,11 +11,16 @@ address (a peer name from a server in front of us, a header) never gets that far
 
 import ipaddress
 from collections.abc import Sequence
+from functools import lru_cache
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+# Parsing an address costs more than the rest of a rate-limited route's bookkeeping, and the
+# peers a server sees are few (its proxies, its clients): parsed once each. Addresses are
+# immutable, and the cache is bounded against a header that varies per request.
+@lru_cache(maxsize=4096)
 def _address(value: str | None) -> Address | None:
     if not value:
         return None
