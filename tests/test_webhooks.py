@@ -14,7 +14,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app import clock
-from app.services import webhooks
+from app.services import jobs, webhooks
 from tests.admin_support import auth, default_app, make_admin, make_app, make_key
 from tests.conftest import SECRET_KEY
 from tests.faroe_support import FaroeServerDouble
@@ -451,3 +451,10 @@ async def test_a_worker_killed_mid_delivery_delivers_again_with_the_same_id(
     # The killed run recorded nothing; a run taken over after the heartbeat timeout is not a
     # retry (pgqueuer counts retries), so its row says attempt 1.
     assert {(row["status"], row["attempt"]) for row in rows} == {("succeeded", 1)}
+
+
+def test_deliveries_go_before_fan_outs() -> None:
+    """With a backlog of fan-outs (a burst of changes), the deliveries they add run first:
+    otherwise no event arrives until the last fan-out of the burst has run."""
+    kinds = jobs.KINDS
+    assert kinds[webhooks.DELIVER_JOB].priority > kinds[webhooks.FANOUT_JOB].priority

@@ -4,9 +4,10 @@ in PostgreSQL, run by pgqueuer (notes: why pgqueuer).
 - `enqueue(db, kind, payload, app_id=…)` writes the job in the caller's transaction, on the
   asyncpg connection that transaction already holds: one INSERT, so a rolled-back change leaves
   no job and a committed one has its job committed with it.
-- `job_kind(name, retry=…, safe_keys=…)` registers an async handler. A handler that raises is
-  retried with exponential backoff until its kind's `max_attempts`; `PermanentFailure` fails it
-  at once. A job that failed for good is held as `failed` until an admin retries it.
+- `job_kind(name, retry=…, safe_keys=…, priority=…)` registers an async handler. A handler
+  that raises is retried with exponential backoff until its kind's `max_attempts`;
+  `PermanentFailure` fails it at once. A job that failed for good is held as `failed` until an
+  admin retries it.
 - `Worker` runs the handlers: inside `serve` (JOBS_IN_SERVE) and in `python -m app worker`.
   pgqueuer picks jobs with FOR UPDATE SKIP LOCKED, so any number of workers on any number of
   nodes never run one job at once; a job whose worker died (no heartbeat for
@@ -116,21 +117,25 @@ class Kind:
     handler: Handler
     retry: Retry
     safe_keys: frozenset[str]
+    priority: int = 0
 
 
 KINDS: dict[str, Kind] = {}
 
 
 def job_kind(
-    name: str, *, retry: Retry | None = None, safe_keys: Iterable[str] = ()
+    name: str, *, retry: Retry | None = None, safe_keys: Iterable[str] = (), priority: int = 0
 ) -> Callable[[Handler], Handler]:
     """Register `handler` for jobs of `name`. `safe_keys`: payload keys admins may see (an
-    endpoint id, an event type; never a code, a token or an address)."""
+    endpoint id, an event type; never a code, a token or an address). `priority`: with a
+    backlog, workers take every due job of a higher priority before any of a lower one (then
+    the oldest first): a kind whose jobs finish work others started (a delivery after its
+    fan-out) goes above the kind that starts it, or a backlog of starts starves the finishes."""
 
     def register(handler: Handler) -> Handler:
         if name in KINDS:
             raise RuntimeError(f"job kind {name!r} is registered twice")
-        KINDS[name] = Kind(name, handler, retry or Retry(), frozenset(safe_keys))
+        KINDS[name] = Kind(name, handler, retry or Retry(), frozenset(safe_keys), priority)
         return handler
 
     return register
@@ -169,6 +174,7 @@ async def enqueue(
     ids = await queries.enqueue(
         kind,
         json.dumps(dict(payload), separators=(",", ":")).encode(),
+        priority=KINDS[kind].priority,
         execute_after=delay,
         headers={APP_HEADER: app_id, SUMMARY_HEADER: json.dumps(summary)},
     )
@@ -178,11 +184,12 @@ async def enqueue(
 @dataclass(frozen=True)
 class QueuedRow:
     """A job as the SQL writers outside pgqueuer's own enqueue insert it (enqueue_where,
-    job_batches): its kind, and its payload and headers as JSON text."""
+    job_batches): its kind and priority, and its payload and headers as JSON text."""
 
     kind: str
     payload: str
     headers: str
+    priority: int = 0
 
 
 def queued_row(kind: str, payload: Mapping[str, Any], *, app_id: str) -> QueuedRow:
@@ -191,6 +198,7 @@ def queued_row(kind: str, payload: Mapping[str, Any], *, app_id: str) -> QueuedR
         kind=kind,
         payload=json.dumps(dict(payload), separators=(",", ":")),
         headers=json.dumps({APP_HEADER: app_id, SUMMARY_HEADER: json.dumps(summary)}),
+        priority=KINDS[kind].priority,
     )
 
 
@@ -229,8 +237,8 @@ def enqueue_where(
         f"""
         WITH queued AS (
             INSERT INTO pgqueuer (priority, entrypoint, payload, execute_after, headers, status)
-            SELECT 0, :_kind, convert_to(job.payload, 'UTF8'), now(), CAST(job.headers AS jsonb),
-                'queued'
+            SELECT :_priority, :_kind, convert_to(job.payload, 'UTF8'), now(),
+                CAST(job.headers AS jsonb), 'queued'
             FROM unnest(CAST(:_payloads AS text[]), CAST(:_headers AS text[]),
                         CAST(:_apps AS text[]), CAST(:_keys AS text[]))
                 WITH ORDINALITY AS job(payload, headers, app_id, key, n)
@@ -246,6 +254,7 @@ def enqueue_where(
         statement,
         {
             "_kind": kind,
+            "_priority": rows[0].priority,
             "_payloads": [row.payload for row in rows],
             "_headers": [row.headers for row in rows],
             "_apps": [c.app_id for c in candidates],
