@@ -303,6 +303,16 @@ class _Executor(AbstractEntrypointExecutor):
             raise RetryRequested(delay=delay, reason=f"{type(exc).__name__}: {exc}") from exc
 
 
+# Called as a worker loop ends, in its event loop: a kind's module closes what it kept open
+# there (webhooks: kept-alive HTTP connections).
+AT_LOOP_END: list[Callable[[], Awaitable[None]]] = []
+
+
+def at_loop_end(hook: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    AT_LOOP_END.append(hook)
+    return hook
+
+
 # Pause before a failed worker loop starts again (the database may be restarting).
 RESTART_DELAY = 5.0
 
@@ -408,6 +418,9 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await loop
         finally:
+            for hook in AT_LOOP_END:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(hook(), timeout=5)
             if not connection.is_closed():
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(connection.close(), timeout=5)
