@@ -102,10 +102,13 @@ class Job:
 
 @dataclass(frozen=True)
 class JobEnv:
-    """What handlers share: the settings and a session factory on the worker's engine."""
+    """What handlers share: the settings and session factories on the worker's engine:
+    `sessions` for changes, `reads` (AUTOCOMMIT, db.read_session_factory) for reads of one
+    statement that need no BEGIN and COMMIT round trips."""
 
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
+    reads: async_sessionmaker[AsyncSession]
 
 
 Handler = Callable[[Job, JobEnv], Awaitable[None]]
@@ -336,7 +339,7 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.url = url
-        self.env = JobEnv(settings, sessions)
+        self.env = JobEnv(settings, sessions, database.read_session_factory(sessions.kw["bind"]))
         self.concurrency = max(concurrency, 2)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

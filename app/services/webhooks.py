@@ -591,26 +591,27 @@ class DeliveryFailed(Exception):
 async def deliver(job: jobs.Job, env: jobs.JobEnv) -> None:
     payload = job.payload
     endpoint_id = payload["endpoint_id"]
+    # Reads without a transaction (one row; a manual retry's body, two): nothing is held
+    # while the request runs, and no BEGIN and COMMIT round trips.
+    async with env.reads() as reads:
+        endpoint = (await reads.execute(_ENDPOINT, {"endpoint_id": endpoint_id})).first()
+        if endpoint is None or not endpoint.enabled:
+            return  # deleted or disabled since: nothing more is sent to it
+        body = payload.get("body")
+        if body is None:  # a delivery retried by hand: the body as it is now
+            built = await build_body(reads, payload["event_id"])
+            if built is None:
+                return
+            body = built[1]
+    signing = _secrets(
+        env.settings,
+        endpoint_id,
+        endpoint.secret,
+        endpoint.previous_secret,
+        endpoint.previous_secret_expires_at,
+        clock.now(),
+    )
     async with env.sessions() as db:
-        async with db.begin():
-            endpoint = (await db.execute(_ENDPOINT, {"endpoint_id": endpoint_id})).first()
-            if endpoint is None or not endpoint.enabled:
-                return  # deleted or disabled since: nothing more is sent to it
-            body = payload.get("body")
-            if body is None:  # a delivery retried by hand: the body as it is now
-                built = await build_body(db, payload["event_id"])
-                if built is None:
-                    return
-                body = built[1]
-            signing = _secrets(
-                env.settings,
-                endpoint_id,
-                endpoint.secret,
-                endpoint.previous_secret,
-                endpoint.previous_secret_expires_at,
-                clock.now(),
-            )
-        # The transaction ends before the request: a slow receiver holds no connection.
         attempt = await _deliver_once(job, env, db, endpoint.url, body, signing,
                                       was_failing=endpoint.failing_since is not None)  # fmt: skip
     if attempt.status == "succeeded":
