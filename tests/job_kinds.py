@@ -87,3 +87,12 @@ async def block(job: Job, env: JobEnv) -> None:
     if await _runs(job, env) == 1:
         await asyncio.sleep(3600)
     await _end(run_id, env)
+
+
+# Above test.record: with both queued, a worker takes these first (tests/test_jobs.py).
+URGENT_PRIORITY = 5
+
+
+@job_kind("test.urgent", priority=URGENT_PRIORITY)
+async def urgent(job: Job, env: JobEnv) -> None:
+    await _end(await _start(job, env), env)

@@ -156,6 +156,49 @@ async def test_failures_back_off_then_fail_and_an_admin_retries(
     assert job["attempts"] == 4 and job["status"] == "succeeded"
 
 
+async def test_a_kind_of_higher_priority_runs_before_an_older_backlog(app, pg, runs, database_url):
+    """Every way a job is written carries its kind's priority, and a worker facing a backlog
+    takes the higher one first: older test.record jobs wait for the newer test.urgent ones."""
+    world = await build_world(pg)
+    app_id = world.acme[0]
+    backlog = [await enqueue(app, "test.record", app_id, seconds=0) for _ in range(6)]
+    async with app.state.sessions() as db, db.begin():
+        urgent = [await jobs.enqueue(db, "test.urgent", {}, app_id=app_id)]
+        connection = await db.connection()
+        await connection.run_sync(
+            lambda sync: jobs.enqueue_where(
+                sync,
+                "test.urgent",
+                [jobs.Candidate({}, app_id, "k")],
+                condition="job.key = 'k'",
+            )
+        )
+    urgent += [
+        row["id"] for row in await pg.fetch("SELECT id FROM pgqueuer WHERE id > $1", urgent[0])
+    ]
+    batched = jobs.queued_row("test.urgent", {}, app_id=app_id)
+    assert batched.priority == job_kinds.URGENT_PRIORITY
+    priorities = dict(await pg.fetch("SELECT id, priority FROM pgqueuer WHERE id = ANY($1)",
+                                     backlog + urgent))  # fmt: skip
+    assert len(urgent) == 2
+    assert {priorities[i] for i in urgent} == {job_kinds.URGENT_PRIORITY}
+    assert {priorities[i] for i in backlog} == {0}
+    settings = make_settings(database_url, jobs_modules="tests.job_kinds", jobs_poll_interval=0.1)
+    # Two at once: a batch of one, so the order of the picks is the order of the runs.
+    loop = jobs.Worker(settings, database_url, app.state.sessions, concurrency=2)
+    loop.start()
+    try:
+        for job_id in backlog + urgent:
+            await wait_status(pg, job_id, "succeeded")
+    finally:
+        await loop.stop()
+    order = [
+        row["job_id"]
+        for row in await pg.fetch("SELECT job_id FROM test_job_runs ORDER BY started_at, id")
+    ]
+    assert set(order[:2]) == set(urgent), order
+
+
 async def test_a_permanent_failure_fails_at_once(app, pg, runs, client, database_url):
     world = await build_world(pg)
     job_id = await enqueue(app, "test.permanent", world.acme[0])

@@ -14,7 +14,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app import clock
-from app.services import webhooks
+from app.services import jobs, webhooks
 from tests.admin_support import auth, default_app, make_admin, make_app, make_key
 from tests.conftest import SECRET_KEY
 from tests.faroe_support import FaroeServerDouble
@@ -419,6 +419,72 @@ async def test_the_guard_checks_what_a_name_resolves_to():
     assert await webhooks.resolve("93.184.215.14", 443, allow_private=False) == "93.184.215.14"
 
 
+async def test_deliveries_to_one_destination_share_a_kept_alive_connection():
+    """A client per delivery meant a TCP (and TLS) handshake per event; a kept-alive client
+    per destination sends them down one connection, each still to the address checked at send
+    time, and a refused address is refused before any client is used."""
+    connections: list[int] = []
+    requests = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        connections.append(1)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                requests += 1
+                writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for n in range(3):
+            attempt = await webhooks.send(
+                f"http://127.0.0.1:{port}/hooks", f"evt_{n}", "{}", [webhooks.new_secret()], True
+            )
+            assert attempt.status == "succeeded", attempt
+        assert requests == 3 and len(connections) == 1
+        refused = await webhooks.send(f"http://127.0.0.1:{port}/hooks", "evt_x", "{}",
+                                      [webhooks.new_secret()], False)  # fmt: skip
+        assert refused.refused and requests == 3
+    finally:
+        await webhooks.close_clients()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_kept_alive_clients_are_per_host_name_and_bounded(monkeypatch):
+    """One client per host name (a TLS connection was verified for the name in its SNI, so
+    two names on one address never share one), the most recent MAX_CLIENTS of them; an
+    evicted client is closed once no delivery uses it."""
+    monkeypatch.setattr(webhooks, "MAX_CLIENTS", 2)
+    pool = webhooks._ClientPool()
+    a = ("https", "a.example", 443, None)
+    async with pool.lease(a) as first, pool.lease(a) as again:
+        assert first is again
+        async with pool.lease(("https", "b.example", 443, None)) as other:
+            assert other is not first
+        async with pool.lease(("https", "c.example", 443, None)):
+            pass  # a.example is the oldest: evicted, but still in use here
+        assert not first.is_closed
+    assert first.is_closed
+    async with pool.lease(a) as fresh:
+        assert fresh is not first
+    await pool.aclose()
+    assert fresh.is_closed
+
+
 async def test_a_worker_killed_mid_delivery_delivers_again_with_the_same_id(
     client, root, hook, database_url
 ):
@@ -451,3 +517,10 @@ async def test_a_worker_killed_mid_delivery_delivers_again_with_the_same_id(
     # The killed run recorded nothing; a run taken over after the heartbeat timeout is not a
     # retry (pgqueuer counts retries), so its row says attempt 1.
     assert {(row["status"], row["attempt"]) for row in rows} == {("succeeded", 1)}
+
+
+def test_deliveries_go_before_fan_outs() -> None:
+    """With a backlog of fan-outs (a burst of changes), the deliveries they add run first:
+    otherwise no event arrives until the last fan-out of the burst has run."""
+    kinds = jobs.KINDS
+    assert kinds[webhooks.DELIVER_JOB].priority > kinds[webhooks.FANOUT_JOB].priority

@@ -27,8 +27,9 @@ from app.services import jobs
 INSERT_BATCH = """
 WITH queued AS (
     INSERT INTO pgqueuer (priority, entrypoint, payload, execute_after, headers, status)
-    SELECT 0, kind, convert_to(payload, 'UTF8'), now(), CAST(headers AS jsonb), 'queued'
-    FROM unnest($1::text[], $2::text[], $3::text[]) AS job(kind, payload, headers)
+    SELECT priority, kind, convert_to(payload, 'UTF8'), now(), CAST(headers AS jsonb), 'queued'
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::int[])
+        AS job(kind, payload, headers, priority)
     RETURNING id, entrypoint, priority
 )
 INSERT INTO pgqueuer_log (job_id, status, entrypoint, priority)
@@ -69,6 +70,7 @@ class JobBatcher:
                             [row.kind for row in rows],
                             [row.payload for row in rows],
                             [row.headers for row in rows],
+                            [row.priority for row in rows],
                         )
                 except BaseException as exc:
                     for _, done in batch:

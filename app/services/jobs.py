@@ -4,9 +4,10 @@ in PostgreSQL, run by pgqueuer (notes: why pgqueuer).
 - `enqueue(db, kind, payload, app_id=…)` writes the job in the caller's transaction, on the
   asyncpg connection that transaction already holds: one INSERT, so a rolled-back change leaves
   no job and a committed one has its job committed with it.
-- `job_kind(name, retry=…, safe_keys=…)` registers an async handler. A handler that raises is
-  retried with exponential backoff until its kind's `max_attempts`; `PermanentFailure` fails it
-  at once. A job that failed for good is held as `failed` until an admin retries it.
+- `job_kind(name, retry=…, safe_keys=…, priority=…)` registers an async handler. A handler
+  that raises is retried with exponential backoff until its kind's `max_attempts`;
+  `PermanentFailure` fails it at once. A job that failed for good is held as `failed` until an
+  admin retries it.
 - `Worker` runs the handlers: inside `serve` (JOBS_IN_SERVE) and in `python -m app worker`.
   pgqueuer picks jobs with FOR UPDATE SKIP LOCKED, so any number of workers on any number of
   nodes never run one job at once; a job whose worker died (no heartbeat for
@@ -101,10 +102,13 @@ class Job:
 
 @dataclass(frozen=True)
 class JobEnv:
-    """What handlers share: the settings and a session factory on the worker's engine."""
+    """What handlers share: the settings and session factories on the worker's engine:
+    `sessions` for changes, `reads` (AUTOCOMMIT, db.read_session_factory) for reads of one
+    statement that need no BEGIN and COMMIT round trips."""
 
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
+    reads: async_sessionmaker[AsyncSession]
 
 
 Handler = Callable[[Job, JobEnv], Awaitable[None]]
@@ -116,21 +120,25 @@ class Kind:
     handler: Handler
     retry: Retry
     safe_keys: frozenset[str]
+    priority: int = 0
 
 
 KINDS: dict[str, Kind] = {}
 
 
 def job_kind(
-    name: str, *, retry: Retry | None = None, safe_keys: Iterable[str] = ()
+    name: str, *, retry: Retry | None = None, safe_keys: Iterable[str] = (), priority: int = 0
 ) -> Callable[[Handler], Handler]:
     """Register `handler` for jobs of `name`. `safe_keys`: payload keys admins may see (an
-    endpoint id, an event type; never a code, a token or an address)."""
+    endpoint id, an event type; never a code, a token or an address). `priority`: with a
+    backlog, workers take every due job of a higher priority before any of a lower one (then
+    the oldest first): a kind whose jobs finish work others started (a delivery after its
+    fan-out) goes above the kind that starts it, or a backlog of starts starves the finishes."""
 
     def register(handler: Handler) -> Handler:
         if name in KINDS:
             raise RuntimeError(f"job kind {name!r} is registered twice")
-        KINDS[name] = Kind(name, handler, retry or Retry(), frozenset(safe_keys))
+        KINDS[name] = Kind(name, handler, retry or Retry(), frozenset(safe_keys), priority)
         return handler
 
     return register
@@ -169,6 +177,7 @@ async def enqueue(
     ids = await queries.enqueue(
         kind,
         json.dumps(dict(payload), separators=(",", ":")).encode(),
+        priority=KINDS[kind].priority,
         execute_after=delay,
         headers={APP_HEADER: app_id, SUMMARY_HEADER: json.dumps(summary)},
     )
@@ -178,11 +187,12 @@ async def enqueue(
 @dataclass(frozen=True)
 class QueuedRow:
     """A job as the SQL writers outside pgqueuer's own enqueue insert it (enqueue_where,
-    job_batches): its kind, and its payload and headers as JSON text."""
+    job_batches): its kind and priority, and its payload and headers as JSON text."""
 
     kind: str
     payload: str
     headers: str
+    priority: int = 0
 
 
 def queued_row(kind: str, payload: Mapping[str, Any], *, app_id: str) -> QueuedRow:
@@ -191,6 +201,7 @@ def queued_row(kind: str, payload: Mapping[str, Any], *, app_id: str) -> QueuedR
         kind=kind,
         payload=json.dumps(dict(payload), separators=(",", ":")),
         headers=json.dumps({APP_HEADER: app_id, SUMMARY_HEADER: json.dumps(summary)}),
+        priority=KINDS[kind].priority,
     )
 
 
@@ -229,8 +240,8 @@ def enqueue_where(
         f"""
         WITH queued AS (
             INSERT INTO pgqueuer (priority, entrypoint, payload, execute_after, headers, status)
-            SELECT 0, :_kind, convert_to(job.payload, 'UTF8'), now(), CAST(job.headers AS jsonb),
-                'queued'
+            SELECT :_priority, :_kind, convert_to(job.payload, 'UTF8'), now(),
+                CAST(job.headers AS jsonb), 'queued'
             FROM unnest(CAST(:_payloads AS text[]), CAST(:_headers AS text[]),
                         CAST(:_apps AS text[]), CAST(:_keys AS text[]))
                 WITH ORDINALITY AS job(payload, headers, app_id, key, n)
@@ -246,6 +257,7 @@ def enqueue_where(
         statement,
         {
             "_kind": kind,
+            "_priority": rows[0].priority,
             "_payloads": [row.payload for row in rows],
             "_headers": [row.headers for row in rows],
             "_apps": [c.app_id for c in candidates],
@@ -294,6 +306,16 @@ class _Executor(AbstractEntrypointExecutor):
             raise RetryRequested(delay=delay, reason=f"{type(exc).__name__}: {exc}") from exc
 
 
+# Called as a worker loop ends, in its event loop: a kind's module closes what it kept open
+# there (webhooks: kept-alive HTTP connections).
+AT_LOOP_END: list[Callable[[], Awaitable[None]]] = []
+
+
+def at_loop_end(hook: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    AT_LOOP_END.append(hook)
+    return hook
+
+
 # Pause before a failed worker loop starts again (the database may be restarting).
 RESTART_DELAY = 5.0
 
@@ -317,7 +339,7 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.url = url
-        self.env = JobEnv(settings, sessions)
+        self.env = JobEnv(settings, sessions, database.read_session_factory(sessions.kw["bind"]))
         self.concurrency = max(concurrency, 2)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -399,6 +421,9 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await loop
         finally:
+            for hook in AT_LOOP_END:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(hook(), timeout=5)
             if not connection.is_closed():
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(connection.close(), timeout=5)

@@ -19,6 +19,7 @@ How an event leaves:
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import ipaddress
 import json
@@ -26,14 +27,16 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import insert as sql_insert
 from sqlalchemy import update as sql_update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -74,6 +77,8 @@ DELIVERY_RETRY = jobs.Retry.after(
     timedelta(hours=10),
     timedelta(hours=10),
 )
+# Fan-outs run at the default priority 0; deliveries go first (see `deliver`).
+DELIVER_PRIORITY = 10
 # A fan-out only reads and inserts: it fails only when the database does.
 FANOUT_RETRY = jobs.Retry(max_attempts=10, first_delay=timedelta(seconds=5))
 
@@ -358,6 +363,93 @@ async def resolve(host: str, port: int, allow_private: bool) -> str:
     return str(addresses[0])
 
 
+# Kept-alive clients: a new client per delivery (its pool, its TCP and TLS handshakes) cost
+# more worker CPU than the rest of the delivery (docs/performance.md, "Webhook delivery").
+MAX_CLIENTS = 32
+# An idle connection is dropped after 4 s, before the 5 s after which common servers (Node,
+# uvicorn) close theirs: a request sent on a connection the receiver is closing fails (then
+# is retried in 5 s), a race a connection per delivery never had.
+KEEPALIVE = httpx.Limits(max_connections=100, max_keepalive_connections=8, keepalive_expiry=4.0)
+
+
+@dataclasses.dataclass
+class _Lease:
+    client: httpx.AsyncClient
+    users: int = 0
+    evicted: bool = False
+
+
+class _ClientPool:
+    """One kept-alive client per destination (scheme, host name, port, CA file), the most
+    recently used MAX_CLIENTS of them, for one event loop (httpx's connections belong to the
+    loop that opened them).
+
+    Per host NAME, not per address: httpx pools connections by the address the request goes
+    to (the checked one, see `send`), and a TLS connection was verified for the name in its
+    SNI. Two names on one address (a CDN) in one client could otherwise send b.example's
+    event down a.example's connection, never checked against b.example's certificate. The
+    SSRF check is unchanged: every send resolves and checks again, and a kept connection is
+    used only when the request goes to the very address it was opened to."""
+
+    def __init__(self) -> None:
+        self._leases: dict[tuple[str, str, int, Path | None], _Lease] = {}
+
+    @contextlib.asynccontextmanager
+    async def lease(
+        self, key: tuple[str, str, int, Path | None]
+    ) -> AsyncIterator[httpx.AsyncClient]:
+        lease = self._leases.pop(key, None)
+        if lease is None:
+            # Off the event loop: the first call of a process reads the CA files.
+            verify = await asyncio.to_thread(tls.client_context, key[3])
+            lease = self._leases.pop(key, None) or _Lease(
+                httpx.AsyncClient(
+                    follow_redirects=False, trust_env=False, verify=verify, limits=KEEPALIVE
+                )
+            )
+        self._leases[key] = lease  # last: the most recently used
+        while len(self._leases) > MAX_CLIENTS:
+            oldest = self._leases.pop(next(iter(self._leases)))
+            oldest.evicted = True
+            if oldest.users == 0:
+                await oldest.client.aclose()
+        lease.users += 1
+        try:
+            yield lease.client
+        finally:
+            lease.users -= 1
+            if lease.evicted and lease.users == 0:
+                await lease.client.aclose()
+
+    async def aclose(self) -> None:
+        leases, self._leases = list(self._leases.values()), {}
+        for lease in leases:
+            lease.evicted = True
+            if lease.users == 0:
+                await lease.client.aclose()
+
+
+_POOLS: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ClientPool]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _clients() -> _ClientPool:
+    loop = asyncio.get_running_loop()
+    pool = _POOLS.get(loop)
+    if pool is None:
+        pool = _POOLS[loop] = _ClientPool()
+    return pool
+
+
+@jobs.at_loop_end
+async def close_clients() -> None:
+    """Close this event loop's kept-alive connections (a worker loop that stops)."""
+    pool = _POOLS.pop(asyncio.get_running_loop(), None)
+    if pool is not None:
+        await pool.aclose()
+
+
 @dataclasses.dataclass
 class Attempt:
     status: str  # succeeded / failed
@@ -366,6 +458,7 @@ class Attempt:
     error: str | None = None
     response_body: str | None = None
     refused: bool = False
+    disabled: bool = False  # the endpoint was disabled after this attempt
 
 
 def signature(secrets_: Sequence[str], event_id: str, timestamp: int, body: str) -> str:
@@ -409,14 +502,12 @@ async def send(
     try:
         async with asyncio.timeout(TIMEOUT_SECONDS):
             address = await resolve(host, port, allow_private)
-            # Off the event loop: the first call of a process reads the CA files.
-            verify = await asyncio.to_thread(tls.client_context, ca_file)
             # To the checked address itself; TLS still checks the certificate against the
             # host name, which goes in SNI (httpcore verifies against sni_hostname).
             target = httpx.URL(url).copy_with(host=address)
             extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
             async with (
-                httpx.AsyncClient(follow_redirects=False, trust_env=False, verify=verify) as client,
+                _clients().lease((parts.scheme, host, port, ca_file)) as client,
                 client.stream(
                     "POST", target, content=body.encode(), headers=headers, extensions=extensions
                 ) as response,
@@ -446,17 +537,46 @@ async def send(
         return Attempt("failed", duration_ms=elapsed(), error=message)
 
 
-def _secrets(settings: Settings, endpoint: WebhookEndpoint, now: datetime) -> list[str]:
+def _secrets(
+    settings: Settings,
+    endpoint_id: str,
+    secret: str,
+    previous_secret: str | None,
+    previous_secret_expires_at: datetime | None,
+    now: datetime,
+) -> list[str]:
     """The secrets that sign now: the current one, and the previous one for 24 h."""
     box = secret_box.box(settings)
-    found = [box.decrypt(SECRET_PURPOSE, endpoint.secret, endpoint.id)]
+    found = [box.decrypt(SECRET_PURPOSE, secret, endpoint_id)]
     if (
-        endpoint.previous_secret is not None
-        and endpoint.previous_secret_expires_at is not None
-        and endpoint.previous_secret_expires_at > now
+        previous_secret is not None
+        and previous_secret_expires_at is not None
+        and previous_secret_expires_at > now
     ):
-        found.append(box.decrypt(SECRET_PURPOSE, endpoint.previous_secret, endpoint.id))
+        found.append(box.decrypt(SECRET_PURPOSE, previous_secret, endpoint_id))
     return found
+
+
+# What a delivery reads of its endpoint, and writes after the attempt. Core statements, not
+# the ORM: its identity map, flush and update synchronisation were a third of a delivery's
+# CPU (docs/performance.md, "Webhook delivery").
+_ENDPOINT = select(
+    col(WebhookEndpoint.enabled),
+    col(WebhookEndpoint.url),
+    col(WebhookEndpoint.secret),
+    col(WebhookEndpoint.previous_secret),
+    col(WebhookEndpoint.previous_secret_expires_at),
+    col(WebhookEndpoint.failing_since),
+).where(col(WebhookEndpoint.id) == bindparam("endpoint_id"))
+_RECORD = sql_insert(WebhookDelivery.__table__)  # type: ignore[attr-defined]
+_CLEAR_FAILING = (
+    sql_update(WebhookEndpoint.__table__)  # type: ignore[attr-defined]
+    .where(
+        col(WebhookEndpoint.id) == bindparam("endpoint_id"),
+        col(WebhookEndpoint.failing_since).is_not(None),
+    )
+    .values(failing_since=None)
+)
 
 
 class DeliveryFailed(Exception):
@@ -464,22 +584,58 @@ class DeliveryFailed(Exception):
 
 
 @jobs.job_kind(
-    DELIVER_JOB, retry=DELIVERY_RETRY, safe_keys=("endpoint_id", "event_id", "event_type")
+    DELIVER_JOB,
+    retry=DELIVERY_RETRY,
+    safe_keys=("endpoint_id", "event_id", "event_type"),
+    # Above the fan-outs: with a backlog of them, a delivery (and its event) otherwise waits
+    # until the last fan-out has run (26 s at p50 in bench/results/webhooks.md, 200 changes/s).
+    priority=DELIVER_PRIORITY,
 )
 async def deliver(job: jobs.Job, env: jobs.JobEnv) -> None:
     payload = job.payload
-    async with env.sessions() as db, db.begin():
-        endpoint = await db.get(WebhookEndpoint, payload["endpoint_id"])
+    endpoint_id = payload["endpoint_id"]
+    # Reads without a transaction (one row; a manual retry's body, two): nothing is held
+    # while the request runs, and no BEGIN and COMMIT round trips.
+    async with env.reads() as reads:
+        endpoint = (await reads.execute(_ENDPOINT, {"endpoint_id": endpoint_id})).first()
         if endpoint is None or not endpoint.enabled:
             return  # deleted or disabled since: nothing more is sent to it
         body = payload.get("body")
         if body is None:  # a delivery retried by hand: the body as it is now
-            built = await build_body(db, payload["event_id"])
+            built = await build_body(reads, payload["event_id"])
             if built is None:
                 return
             body = built[1]
-        signing = _secrets(env.settings, endpoint, clock.now())
-        url = endpoint.url
+    signing = _secrets(
+        env.settings,
+        endpoint_id,
+        endpoint.secret,
+        endpoint.previous_secret,
+        endpoint.previous_secret_expires_at,
+        clock.now(),
+    )
+    async with env.sessions() as db:
+        attempt = await _deliver_once(job, env, db, endpoint.url, body, signing,
+                                      was_failing=endpoint.failing_since is not None)  # fmt: skip
+    if attempt.status == "succeeded":
+        return
+    log.info("webhook %s to %s failed: %s", payload["event_id"], endpoint_id, attempt.error)
+    if attempt.refused or attempt.disabled:
+        raise jobs.PermanentFailure(attempt.error or "refused")
+    raise DeliveryFailed(attempt.error)
+
+
+async def _deliver_once(
+    job: jobs.Job,
+    env: jobs.JobEnv,
+    db: AsyncSession,
+    url: str,
+    body: str,
+    signing: list[str],
+    was_failing: bool,
+) -> Attempt:
+    """Send, then record the attempt and the endpoint's health in one transaction."""
+    payload = job.payload
     attempt = await send(
         url,
         payload["event_id"],
@@ -491,36 +647,32 @@ async def deliver(job: jobs.Job, env: jobs.JobEnv) -> None:
     now = clock.now()
     retries_left = attempt.status == "failed" and not attempt.refused
     retries_left = retries_left and job.attempt < DELIVERY_RETRY.max_attempts
-    async with env.sessions() as db, db.begin():
-        db.add(
-            WebhookDelivery(
-                id=new_id(Prefix.WEBHOOK_DELIVERY),
-                endpoint_id=payload["endpoint_id"],
-                event_id=payload["event_id"],
-                event_type=payload["event_type"],
-                attempt=job.attempt,
-                status=attempt.status,
-                http_status=attempt.http_status,
-                duration_ms=attempt.duration_ms,
-                error=attempt.error,
-                response_body=attempt.response_body,
-                next_retry_at=now + DELIVERY_RETRY.delay(job.attempt) if retries_left else None,
-                created_at=now,
-            )
+    async with db.begin():
+        await db.execute(
+            _RECORD,
+            {
+                "id": new_id(Prefix.WEBHOOK_DELIVERY),
+                "endpoint_id": payload["endpoint_id"],
+                "event_id": payload["event_id"],
+                "event_type": payload["event_type"],
+                "attempt": job.attempt,
+                "status": attempt.status,
+                "http_status": attempt.http_status,
+                "duration_ms": attempt.duration_ms,
+                "error": attempt.error,
+                "response_body": attempt.response_body,
+                "next_retry_at": now + DELIVERY_RETRY.delay(job.attempt) if retries_left else None,
+                "created_at": now,
+            },
         )
-        disabled = await _track_health(db, payload["endpoint_id"], attempt, now)
-    if attempt.status == "succeeded":
-        return
-    log.info(
-        "webhook %s to %s failed: %s", payload["event_id"], payload["endpoint_id"], attempt.error
-    )
-    if attempt.refused or disabled:
-        raise jobs.PermanentFailure(attempt.error or "refused")
-    raise DeliveryFailed(attempt.error)
+        attempt.disabled = await _track_health(
+            db, payload["endpoint_id"], attempt, now, was_failing
+        )
+    return attempt
 
 
 async def _track_health(
-    db: AsyncSession, endpoint_id: str, attempt: Attempt, now: datetime
+    db: AsyncSession, endpoint_id: str, attempt: Attempt, now: datetime, was_failing: bool
 ) -> bool:
     """Success clears `failing_since`; a failure starts it, and after DISABLE_AFTER of
     failures without a success the endpoint is disabled with the reason. True if disabled.
@@ -528,16 +680,15 @@ async def _track_health(
     Concurrent deliveries to one endpoint all run this. The delivery row just added holds a
     KEY SHARE lock on the endpoint (its foreign key): FOR UPDATE here would be an upgrade that
     two such transactions deadlock on, so the lock is FOR NO KEY UPDATE (no key changes), and
-    a success writes the row only when it was failing (a healthy endpoint is not locked)."""
+    a success writes the row only when it was failing (a healthy endpoint is not locked).
+
+    `was_failing`: whether the endpoint was failing when this delivery read it. A success to
+    an endpoint that was healthy then writes nothing, not even an UPDATE that matches no row
+    (the common case, one statement less per event). A failure recorded by a concurrent
+    delivery meanwhile stays: the two crossed, and the next success clears it."""
     if attempt.status == "succeeded":
-        await db.execute(
-            sql_update(WebhookEndpoint)
-            .where(
-                col(WebhookEndpoint.id) == endpoint_id,
-                col(WebhookEndpoint.failing_since).is_not(None),
-            )
-            .values(failing_since=None)
-        )
+        if was_failing:
+            await db.execute(_CLEAR_FAILING, {"endpoint_id": endpoint_id})
         return False
     endpoint = await db.get(WebhookEndpoint, endpoint_id, with_for_update={"key_share": True})
     if endpoint is None:
