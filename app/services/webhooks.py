@@ -614,9 +614,9 @@ async def deliver(job: jobs.Job, env: jobs.JobEnv) -> None:
         endpoint.previous_secret_expires_at,
         clock.now(),
     )
+    was_failing = endpoint.failing_since is not None
     async with env.sessions() as db:
-        attempt = await _deliver_once(job, env, db, endpoint.url, body, signing,
-                                      was_failing=endpoint.failing_since is not None)  # fmt: skip
+        attempt = await _deliver_once(job, env, db, endpoint.url, body, signing, was_failing)
     if attempt.status == "succeeded":
         return
     log.info("webhook %s to %s failed: %s", payload["event_id"], endpoint_id, attempt.error)
