@@ -68,6 +68,25 @@ async def drive(base: str, seconds: float, connections: int) -> int:
     return done
 
 
+def server_threads(server_pid: int) -> dict[str, float]:
+    """CPU seconds of the server's processes by thread: each process's main thread (the event
+    loop: everything a sign-in does but the hash) and its other threads (the hashing threads of
+    asyncio.to_thread, where argon2id runs)."""
+    split = {"event loop (main threads)": 0.0, "other threads (hashing)": 0.0}
+    server = psutil.Process(server_pid)
+    for p in [server, *server.children(recursive=True)]:
+        try:
+            for thread in p.threads():
+                used = thread.user_time + thread.system_time
+                key = (
+                    "event loop (main threads)" if thread.id == p.pid else "other threads (hashing)"
+                )
+                split[key] += used
+        except psutil.NoSuchProcess:
+            continue
+    return split
+
+
 def verify_cpu_ms(count: int = 100) -> float:
     """CPU ms of one verify of SIGNIN_PASSWORD against a hash made with the served ARGON2_*
     settings (what the server's hashing thread does per sign-in), as thread CPU time, while
@@ -102,9 +121,11 @@ def main() -> None:
         try:
             asyncio.run(drive(base, 3, args.connections))  # warm-up
             before = cpu_by_group(server.pid)
+            threads_before = server_threads(server.pid)
             started = time.monotonic()
             count = asyncio.run(drive(base, args.seconds, args.connections))
             after = cpu_by_group(server.pid)
+            threads_after = server_threads(server.pid)
             elapsed = time.monotonic() - started
         finally:
             server.terminate()
@@ -123,6 +144,9 @@ def main() -> None:
         f"\nserver: {server_ms:.2f} ms per sign-in = argon2id verify {hash_ms:.2f} ms (timed "
         f"here, all cores busy) + non-hash {server_ms - hash_ms:.2f} ms"
     )
+    for name, total in threads_after.items():
+        used = total - threads_before[name]
+        print(f"server {name}: {1000 * used / count:.2f} ms per sign-in")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"command: .venv/bin/python -m bench.signin_cpu --seconds {args.seconds:g}")
 
