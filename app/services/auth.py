@@ -156,6 +156,11 @@ async def signin(
                 unverified = False
         if unverified:
             raise EmailNotVerified()
+    if upgraded is None and not user.mfa_enabled:
+        # The common case: a session and its audit row, one statement (no transaction).
+        issued_now = await sessions.issue_with_event(lookups, user, settings, origin, "user.signin")
+        if issued_now is not None:
+            return sessions.token_response(user, issued_now)
     async with db.begin():
         if upgraded is not None:
             user = await users.lock(db, user.id)
