@@ -144,9 +144,8 @@ def main() -> None:
         f"\nserver: {server_ms:.2f} ms per sign-in = argon2id verify {hash_ms:.2f} ms (timed "
         f"here, all cores busy) + non-hash {server_ms - hash_ms:.2f} ms"
     )
-    for name, total in threads_after.items():
-        used = total - threads_before[name]
-        print(f"server {name}: {1000 * used / count:.2f} ms per sign-in")
+    for name, spent in threads_after.items():
+        print(f"server {name}: {1000 * (spent - threads_before[name]) / count:.2f} ms per sign-in")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"command: .venv/bin/python -m bench.signin_cpu --seconds {args.seconds:g}")
 
