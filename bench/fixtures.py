@@ -308,3 +308,101 @@ async def freshen_fastapi_users(conn: asyncpg.Connection, indexes: list[int]) ->
         "WHERE token = ANY($1::text[])",
         [fastapi_users_token(i) for i in indexes],
     )
+
+
+# ---- refresh and sign-up: each request uses up what it is sent --------------------------------
+
+SIGNUP_PASSWORD = "userkeep bench sign-up password 2c9e"
+SIGNUP_EMAIL = "bench-signup-{}-{}@example.com"  # run nonce, index: no collision across runs
+REFRESH_AGENT = "userkeep-bench-refresh-{}"  # run nonce: the seeded sessions of one run
+
+
+def refresh_token(nonce: str, index: int) -> str:
+    return "ukrt_" + _token(f"refresh-{nonce}", index)
+
+
+async def seed_refresh_sessions(conn: asyncpg.Connection, nonce: str, count: int) -> list[str]:
+    """`count` live sessions, each of its own family, on verified live unbanned users of the
+    default app (cycled), with refresh tokens `refresh_token(nonce, i)`: a refresh token is
+    good once (a second use revokes its family), so each request of the refresh row needs one
+    of its own. Returns the tokens; `forget_refresh_sessions` removes them and what they
+    became."""
+    app_id, env_id = await default_env(conn)
+    owners = [
+        r[0]
+        for r in await conn.fetch(
+            "SELECT id FROM users WHERE app_id = $1 AND env_id = $2 AND deleted_at IS NULL "
+            "AND NOT banned AND email_verified ORDER BY id LIMIT $3",
+            app_id,
+            env_id,
+            count,
+        )
+    ]
+    tokens = [refresh_token(nonce, i) for i in range(count)]
+    now = datetime.now(UTC)
+    far = now + timedelta(days=1)
+    agent = REFRESH_AGENT.format(nonce)
+    records = (
+        (
+            new_id(Prefix.SESSION),
+            new_id(Prefix.FAMILY),
+            owners[i % len(owners)],
+            sha256(f"ukst_refresh-{nonce}-{i}"),
+            sha256(token),
+            far,
+            far,
+            far,
+            now,
+            now,
+            agent,
+        )
+        for i, token in enumerate(tokens)
+    )
+    await conn.copy_records_to_table(
+        "sessions",
+        records=records,
+        columns=[
+            "id",
+            "family_id",
+            "user_id",
+            "token_hash",
+            "refresh_token_hash",
+            "expires_at",
+            "refresh_expires_at",
+            "family_expires_at",
+            "created_at",
+            "last_used_at",
+            "user_agent",
+        ],
+    )
+    return tokens
+
+
+async def forget_refresh_sessions(conn: asyncpg.Connection, nonce: str) -> int:
+    """Delete the sessions `seed_refresh_sessions(nonce)` made and the ones refreshing them
+    issued (the same families), and the run's `session.refresh` audit rows. Returns how many
+    sessions."""
+    families = await conn.fetch(
+        "SELECT family_id FROM sessions WHERE user_agent = $1", REFRESH_AGENT.format(nonce)
+    )
+    ids = [r[0] for r in families]
+    deleted: int = await conn.fetchval(
+        "WITH gone AS (DELETE FROM sessions WHERE family_id = ANY($1::text[]) RETURNING 1) "
+        "SELECT count(*) FROM gone",
+        ids,
+    )
+    await conn.execute(
+        "DELETE FROM audit_events WHERE action = 'session.refresh' AND user_agent = $1",
+        BENCH_AGENT,
+    )
+    return deleted
+
+
+async def forget_signups(conn: asyncpg.Connection, nonce: str) -> int:
+    """Delete the users the sign-up row made (their sessions and codes go with them) and their
+    audit rows. Returns how many users."""
+    pattern = SIGNUP_EMAIL.format(nonce, "%")
+    gone = await conn.fetch("DELETE FROM users WHERE email LIKE $1 RETURNING id", pattern)
+    ids = [r[0] for r in gone]
+    await conn.execute("DELETE FROM audit_events WHERE target_user_id = ANY($1::text[])", ids)
+    return len(ids)

@@ -2,7 +2,7 @@
 on one Userkeep worker.
 
     .venv/bin/python -m bench.profile_me [--seconds 20] [--connections 16]
-        [--route me|forgot|faroe|token|introspect]
+        [--route me|forgot|faroe|token|introspect|signin]
 
 Starts `python -m app serve` with one worker (one process, so py-spy sees every request) on the
 bench database, drives the route from bench.loadgen in another process, records the worker
@@ -194,6 +194,18 @@ def requests_for(route: str, base: str, url: str, tokens: int) -> list[str]:
         return [raw_request("POST", base, path, json_type, b) for b in bodies]
     if route == "faroe":
         return faroe_get_user_requests(base, url, tokens)
+    if route == "signin":
+        # The accounts bench.run seeds (BENCH_SIGNIN_USERS, 1000): argon2id is verified in a
+        # worker thread, which `--gil` samples only while it holds the GIL (argon2 releases it).
+        path, json_type = "/v1/auth/signin", {"Content-Type": "application/json"}
+        bodies = [
+            json.dumps(
+                {"email": fixtures.SIGNIN_EMAIL.format(i), "password": fixtures.SIGNIN_PASSWORD}
+            ).encode()
+            for i in range(min(tokens, 1000))
+        ]
+        check(base, ("POST", path), 200, content=bodies[0], headers=json_type)
+        return [raw_request("POST", base, path, json_type, b) for b in bodies]
     indexes = list(range(tokens))
     asyncio.run(freshen(url, indexes))
     if route in ("token", "introspect"):
@@ -215,7 +227,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=1000)
-    routes = ["me", "forgot", "faroe", "token", "introspect"]
+    routes = ["me", "forgot", "faroe", "token", "introspect", "signin"]
     parser.add_argument("--route", default="me", choices=routes)
     parser.add_argument("--tool", default="auto", choices=["auto", "python", "wrk"])
     args = parser.parse_args()

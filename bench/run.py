@@ -11,8 +11,12 @@ users seeded by bench.seed_users and sessions by bench.fixtures, one server at a
    one address, JOBS_IN_SERVE=false so no job worker takes CPU from the requests): GET
    /v1/auth/me, POST /v1/auth/token and POST /v1/auth/introspect (the same session lookup as
    /me; compared to it), POST /v1/auth/forgot-password (its cost is compared to /me's; the mail
-   jobs it queues are purged after the row), POST /v1/auth/signin, GET /v1/admin/users?search=…, and
-   the Faroe get_user action (signed with FAROE_SECRET);
+   jobs it queues are purged after the row), POST /v1/auth/signin and POST /v1/auth/signup
+   (hash-bound: compared to the hash ceiling; sign-up's users, mail jobs and audit rows are
+   removed after its row), POST /v1/auth/refresh (no hash: compared to /me; each request uses
+   a refresh token of its own, seeded for the run and removed after it), GET
+   /v1/admin/users?search=…, and the Faroe get_user action (signed with FAROE_SECRET); then the
+   resident memory of each uvicorn worker;
 3. the ceiling for /me: bench/ref_minimal.py (FastAPI + raw asyncpg, same lookup);
 4. the common alternative: bench/ref_fastapi_users.py (fastapi-users, DatabaseStrategy).
 
@@ -27,11 +31,11 @@ BENCH_FORGOT_ADDRESSES (addresses forgot-password cycles through, 10000: half of
 half unknown), WORKERS (2),
 BENCH_CONNECTIONS (16), BENCH_DURATION (15 s), BENCH_WARMUP (3 s), BENCH_HASH_SECONDS (10),
 BENCH_TOOL (auto|wrk|python), BENCH_ONLY (comma list of rows: hash, me, token, introspect,
-forgot, signin, search, faroe, minimal, fastapi-users), BENCH_DATABASE_URL (an external server
-instead of the embedded one). The mail queue has a bench of its own: `make bench-mail`
-(bench/mail_queue.py); so do webhooks (latency, throughput, fan-out; minutes): `make
-bench-webhooks` (bench/webhooks.py); the JWT verifier's cost per request, `python -m
-bench.jwt_verify`.
+forgot, signin, signup, refresh, search, faroe, minimal, fastapi-users), BENCH_DATABASE_URL
+(an external server instead of the embedded one). The mail queue has a bench of its own:
+`make bench-mail` (bench/mail_queue.py); so do webhooks (latency, throughput, fan-out;
+minutes): `make bench-webhooks` (bench/webhooks.py); the JWT verifier's cost per request,
+`python -m bench.jwt_verify`.
 """
 
 import asyncio
@@ -71,6 +75,10 @@ FAROE_SECRET = "userkeep-bench-faroe-secret-0123456789"  # at least 32 bytes, as
 # list: there must be a distinct signed request for every request of the run at this rate (a
 # list that wraps shows up as 401 errors in the row).
 FAROE_MAX_RPS = 4000
+# The same for refresh tokens (good once: a second use revokes the family) and sign-up
+# addresses (taken once: a second sign-up is a 409).
+REFRESH_MAX_RPS = 2000
+SIGNUP_MAX_RPS = 400
 FASTAPI_USERS_PYTHON = ROOT / ".data" / "bench" / "fastapi-users-venv" / "bin" / "python"
 RESULTS = ROOT / "bench" / "results" / "latest.md"
 SEARCHES = [
@@ -88,6 +96,8 @@ ROWS = [
     "introspect",
     "forgot",
     "signin",
+    "signup",
+    "refresh",
     "search",
     "faroe",
     "minimal",
@@ -447,6 +457,12 @@ def bench_userkeep(cfg: Config, url: str, facts: dict, results: dict) -> None:
                     for b in bodies
                 ],
             )
+        if "signup" in cfg.rows:
+            print("  POST /v1/auth/signup", flush=True)
+            results["signup"] = bench_signup(cfg, url, base)
+        if "refresh" in cfg.rows:
+            print("  POST /v1/auth/refresh", flush=True)
+            results["refresh"] = bench_refresh(cfg, url, base, watch)
         if "search" in cfg.rows:
             print("  GET /v1/admin/users?search=…", flush=True)
             auth = {"Authorization": f"Bearer {facts['admin_token']}"}
@@ -469,8 +485,138 @@ def bench_userkeep(cfg: Config, url: str, facts: dict, results: dict) -> None:
                 [raw_request("POST", base, FAROE_ENDPOINT, h, b) for h, b in signed],
                 warmup_requests=[raw_request("POST", base, FAROE_ENDPOINT, h, b) for h, b in warm],
             )
+        results["rss_mb"] = worker_rss_mb(server.pid)
     finally:
         stop(server)
+
+
+def worker_rss_mb(server_pid: int) -> list[float]:
+    """Resident memory (MB) of each uvicorn worker of the server, after its rows: the processes
+    multiprocessing spawned (not its resource tracker), or the server itself with one worker."""
+    import psutil
+
+    try:
+        server = psutil.Process(server_pid)
+        workers = [
+            p
+            for p in server.children(recursive=True)
+            if any("spawn_main" in part for part in p.cmdline())
+        ] or [server]
+        return [w.memory_info().rss / 2**20 for w in workers]
+    except psutil.Error:
+        return []
+
+
+def _run_nonce() -> str:
+    """Sets this run's sign-up addresses and refresh tokens apart from every other run's."""
+    return f"{int(time.time()):x}{random.randrange(16**4):04x}"
+
+
+def _needed(cfg: Config, max_rps: int) -> int:
+    """How many one-use requests a row at up to `max_rps` can use in its measured run (and
+    its warm-up, which the Python generator takes from the same list)."""
+    return math.ceil(max_rps * (cfg.warmup + cfg.duration + loadgen.DRAIN + 2))
+
+
+def bench_signup(cfg: Config, url: str, base: str) -> dict:
+    """Sign-ups with addresses no run uses twice (a wrk list that wraps shows up as 409
+    errors); the users, their audit rows and the verification mails queued are removed after."""
+    nonce = _run_nonce()
+    json_type = {"Content-Type": "application/json"}
+
+    def requests(first: int, count: int) -> list[str]:
+        return [
+            raw_request(
+                "POST",
+                base,
+                "/v1/auth/signup",
+                json_type,
+                json.dumps(
+                    {
+                        "email": fixtures.SIGNUP_EMAIL.format(nonce, i),
+                        "password": fixtures.SIGNUP_PASSWORD,
+                    }
+                ).encode(),
+            )
+            for i in range(first, first + count)
+        ]
+
+    warm_count = math.ceil(SIGNUP_MAX_RPS * cfg.warmup) + 1
+    warm = requests(1, warm_count)
+    body = {"email": fixtures.SIGNUP_EMAIL.format(nonce, 0), "password": fixtures.SIGNUP_PASSWORD}
+    check(base, ("POST", "/v1/auth/signup"), 201, json=body)
+    try:
+        result = drive(
+            cfg,
+            base,
+            requests(1 + warm_count, _needed(cfg, SIGNUP_MAX_RPS)),
+            expect=(201,),
+            warmup_requests=warm,
+        )
+    finally:
+
+        async def clean() -> int:
+            conn = await _connect(url)
+            try:
+                return await fixtures.forget_signups(conn, nonce)
+            finally:
+                await conn.close()
+
+        removed = asyncio.run(clean())
+        purged = asyncio.run(purge_queued_jobs(url))
+        print(f"    {removed:,} signed-up users removed, {purged:,} queued mail jobs purged")
+    return result
+
+
+def bench_refresh(cfg: Config, url: str, base: str, watch: dict[str, int | None]) -> dict:
+    """Each request trades in a refresh token of its own, seeded for this run (a token is good
+    once); the sessions seeded and issued are removed after."""
+    nonce = _run_nonce()
+    warm_count = math.ceil(REFRESH_MAX_RPS * cfg.warmup) + 1
+    count = 1 + warm_count + _needed(cfg, REFRESH_MAX_RPS)
+
+    async def seed() -> list[str]:
+        conn = await _connect(url)
+        try:
+            return await fixtures.seed_refresh_sessions(conn, nonce, count)
+        finally:
+            await conn.close()
+
+    tokens = asyncio.run(seed())
+    json_type = {"Content-Type": "application/json"}
+
+    def requests(chosen: list[str]) -> list[str]:
+        return [
+            raw_request(
+                "POST",
+                base,
+                "/v1/auth/refresh",
+                json_type,
+                json.dumps({"refresh_token": t}).encode(),
+            )
+            for t in chosen
+        ]
+
+    try:
+        check(base, ("POST", "/v1/auth/refresh"), 200, json={"refresh_token": tokens[0]})
+        result = drive(
+            cfg,
+            base,
+            requests(tokens[1 + warm_count :]),
+            watch=watch,
+            warmup_requests=requests(tokens[1 : 1 + warm_count]),
+        )
+    finally:
+
+        async def clean() -> int:
+            conn = await _connect(url)
+            try:
+                return await fixtures.forget_refresh_sessions(conn, nonce)
+            finally:
+                await conn.close()
+
+        print(f"    {asyncio.run(clean()):,} refresh-row sessions removed", flush=True)
+    return result
 
 
 def faroe_requests(
@@ -593,6 +739,12 @@ def render(cfg: Config, facts: dict, results: dict, load: tuple[float, float, fl
         if results.get("signin") and hashes
         else None
     )
+    signup = (
+        results["signup"]["rps"] / hashes["hashes_per_second"]
+        if results.get("signup") and hashes
+        else None
+    )
+    refresh_share = ratio(results.get("refresh"), results.get("me"))
     lines = [
         f"## Userkeep bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
@@ -656,6 +808,23 @@ def render(cfg: Config, facts: dict, results: dict, load: tuple[float, float, fl
         "signin",
         f"{signin:.2f}x hash ceiling" if signin is not None else "",
     )
+    row(
+        "POST /v1/auth/signup",
+        "signup",
+        f"{signup:.2f}x hash ceiling" if signup is not None else "",
+    )
+    refresh_note = ""
+    if refresh_share is not None:
+        # No hash in a refresh: its reference is /me (one indexed read), by req/s.
+        refresh_note = f"{refresh_share:.2f}x /me by req/s (no hash: compared to /me)"
+        me_ms = cpu_per_request(results["me"])
+        refresh_ms = cpu_per_request(results["refresh"])
+        if me_ms and refresh_ms:
+            refresh_note += (
+                f", {refresh_ms / me_ms:.2f}x its cost by CPU per request (server + PostgreSQL "
+                f"{refresh_ms:.2f} ms, /me {me_ms:.2f} ms)"
+            )
+    row("POST /v1/auth/refresh", "refresh", refresh_note)
     row("GET /v1/admin/users?search=…", "search")
     faroe_share = ratio(results.get("faroe"), results.get("me"))
     row("Faroe get_user (signed)", "faroe", f"{faroe_share:.2f}x /me" if faroe_share else "")
@@ -667,6 +836,13 @@ def render(cfg: Config, facts: dict, results: dict, load: tuple[float, float, fl
             "processes | "
             f"{hashes['hashes_per_second']:,.1f} | - | - | - | the ceiling for sign-in |"
         )
+    rss = results.get("rss_mb")
+    if rss:
+        lines += [
+            "",
+            f"Worker RSS after the Userkeep rows: {', '.join(f'{mb:.0f}' for mb in rss)} MB "
+            f"({len(rss)} uvicorn workers, {sum(rss) / len(rss):.0f} MB per worker on average).",
+        ]
     targets = []
     me = results.get("me")
     if minimal is not None:
@@ -729,7 +905,7 @@ def main() -> None:
         cfg.db_url = url
         print("preparing the bench database…", flush=True)
         facts = asyncio.run(prepare(cfg, url))
-        if {"me", "token", "introspect", "forgot", "signin", "search", "faroe"} & set(cfg.rows):
+        if set(cfg.rows) - {"hash", "minimal", "fastapi-users"}:
             print(f"Userkeep ({cfg.workers} workers)", flush=True)
             bench_userkeep(cfg, url, facts, results)
         if "minimal" in cfg.rows:

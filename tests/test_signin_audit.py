@@ -59,3 +59,53 @@ async def test_a_known_username_is_named_as_stored(client, pg):
     await _signin(client, username="GRACE_h", password="wrong-password-1")
     metadata = await _failed_signin_metadata(pg)
     assert metadata == {"reason": "invalid_credentials", "identifier": "grace_h"}
+
+
+# ---- a successful sign-in's row: one statement, unless a flush subscriber acts on it --------
+
+
+async def test_a_sign_in_writes_its_session_and_audit_row(client, pg):
+    data = await signup(client, email="kay@example.com")
+    response = await client.post(
+        "/v1/auth/signin",
+        json={"email": "kay@example.com", "password": PASSWORD},
+        headers={"User-Agent": "pytest-agent"},
+    )
+    assert response.status_code == 200, response.text
+    user_id = data["user"]["id"]
+    row = await pg.fetchrow(
+        "SELECT actor_type, actor_id, target_user_id, user_agent, metadata FROM audit_events "
+        "WHERE action = 'user.signin'"
+    )
+    assert (row["actor_type"], row["actor_id"], row["target_user_id"]) == ("user", user_id, user_id)
+    assert row["user_agent"] == "pytest-agent"
+    assert json.loads(row["metadata"]) == {}
+    me = await client.get(
+        "/v1/auth/me", headers={"Authorization": f"Bearer {response.json()['session_token']}"}
+    )
+    assert me.status_code == 200
+
+
+def test_only_rows_no_subscriber_acts_on_are_unheard():
+    from app.services import audit, webhooks  # noqa: F401  (webhooks subscribes on import)
+
+    assert audit.unheard("user.signin")
+    assert not audit.unheard("user.signup")  # user.created: raise_events acts on it
+
+
+async def test_a_subscriber_hearing_sign_ins_gets_them_through_the_flush(client, monkeypatch):
+    from app.services import audit
+
+    heard: list[str] = []
+
+    def listener(connection, rows):
+        heard.extend(row.action for row in rows)
+
+    # Declares nothing: hears every row, so a sign-in's must pass through the flush.
+    monkeypatch.setattr(audit, "_subscribers", [*audit._subscribers, listener])
+    await signup(client, email="lin@example.com")
+    response = await client.post(
+        "/v1/auth/signin", json={"email": "lin@example.com", "password": PASSWORD}
+    )
+    assert response.status_code == 200, response.text
+    assert "user.signin" in heard

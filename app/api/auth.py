@@ -12,6 +12,7 @@ from app.api.deps import (
     HashAdmission,
     Hasher,
     Limits,
+    Lookups,
     OwnCaller,
     Tenant,
     rate_limit,
@@ -112,13 +113,14 @@ async def signin(
     origin: From,
     tenant: Tenant,
     rules: Limits,
+    lookups: Lookups,
 ) -> dict[str, Any]:
     """Sign in with e-mail or username and password. Unknown account and wrong password give
     the same answer. Rate-limited per IP and per account (failed attempts): 429 with
     Retry-After. A user with MFA on gets 401 `mfa_required` with an `mfa_token` instead of a
     session, after the right password only: POST /v1/auth/mfa/challenge completes it."""
     fields = {**tenant, **body.model_dump(exclude_unset=True)}
-    return await auth.signin(db, hasher, settings, rules, origin, fields)
+    return await auth.signin(db, lookups, hasher, settings, rules, origin, fields)
 
 
 @router.post(

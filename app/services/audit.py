@@ -80,6 +80,33 @@ def record(
     """Add the event to the session; it is written by the same commit as the change it records.
     Returns its id. Under an impersonation, the admin is the actor of what the user seems to
     do, and the metadata names the admin and the session."""
+    event = new_event(
+        action,
+        origin=origin,
+        app_id=app_id,
+        env_id=env_id,
+        actor_type=actor_type,
+        actor_id=actor_id,
+        target_user_id=target_user_id,
+        metadata=metadata,
+    )
+    db.add(event)
+    return event.id
+
+
+def new_event(
+    action: str,
+    *,
+    origin: Origin,
+    app_id: str | None,
+    env_id: str | None = None,
+    actor_type: str = "user",
+    actor_id: str | None = None,
+    target_user_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """The row `record` adds (the impersonation rules applied), not yet in any session: for
+    `record`, and for a writer of one statement that asked `unheard` first."""
     acting = impersonation.get()
     if acting is not None:
         metadata = {
@@ -89,23 +116,43 @@ def record(
         }
         if actor_id == acting.user_id:
             actor_type, actor_id = "admin", acting.admin_id
-    event_id = new_id(Prefix.AUDIT)
-    db.add(
-        AuditEvent(
-            id=event_id,
-            app_id=app_id,
-            env_id=env_id,
-            action=action,
-            actor_type=actor_type,
-            actor_id=actor_id,
-            target_user_id=target_user_id,
-            ip=origin.ip,
-            user_agent=(origin.user_agent or "")[:512] or None,
-            created_at=clock.now(),
-            event_metadata=metadata or {},
-        )
+    return AuditEvent(
+        id=new_id(Prefix.AUDIT),
+        app_id=app_id,
+        env_id=env_id,
+        action=action,
+        actor_type=actor_type,
+        actor_id=actor_id,
+        target_user_id=target_user_id,
+        ip=origin.ip,
+        user_agent=(origin.user_agent or "")[:512] or None,
+        created_at=clock.now(),
+        event_metadata=metadata or {},
     )
-    return event_id
+
+
+# The columns of an audit row in a hand-written INSERT, in the order of `insert_values`.
+INSERT_COLUMNS = (
+    "id, app_id, env_id, action, actor_type, actor_id, target_user_id, ip, user_agent, "
+    "created_at, metadata"
+)
+
+
+def insert_values(event: AuditEvent) -> tuple[Any, ...]:
+    """The values of INSERT_COLUMNS for `event` (metadata as a dict: jsonb on the lookup pool)."""
+    return (
+        event.id,
+        event.app_id,
+        event.env_id,
+        event.action,
+        event.actor_type,
+        event.actor_id,
+        event.target_user_id,
+        event.ip,
+        event.user_agent,
+        event.created_at,
+        event.event_metadata,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +169,9 @@ FlushSubscriber = Callable[[Connection, list[NewEvent]], None]
 # Who hears of new audit rows in the flush that writes them. webhooks.py subscribes when it is
 # imported (by the app, the workers and the CLI), so this module need not know it.
 _subscribers: list[FlushSubscriber] = []
+# What each subscriber acts on, where it said so (`hears`): action and metadata to whether
+# it does anything with such a row.
+_hearing: dict[FlushSubscriber, Callable[[str, Mapping[str, Any]], bool]] = {}
 
 
 def on_new_events(subscriber: FlushSubscriber) -> FlushSubscriber:
@@ -129,6 +179,20 @@ def on_new_events(subscriber: FlushSubscriber) -> FlushSubscriber:
     the flush's own connection: in the change's transaction."""
     _subscribers.append(subscriber)
     return subscriber
+
+
+def hears(subscriber: FlushSubscriber, acts_on: Callable[[str, Mapping[str, Any]], bool]) -> None:
+    """Declare which rows `subscriber` acts on, so that `unheard` can tell a row it ignores."""
+    _hearing[subscriber] = acts_on
+
+
+def unheard(action: str, metadata: Mapping[str, Any] | None = None) -> bool:
+    """True when no subscriber acts on such a row: only then may it be written by a statement
+    of its own, outside a flush (a subscriber that declared nothing hears every row)."""
+    return not any(
+        subscriber not in _hearing or _hearing[subscriber](action, metadata or {})
+        for subscriber in _subscribers
+    )
 
 
 @event.listens_for(Session, "before_flush")

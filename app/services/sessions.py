@@ -15,7 +15,7 @@ from app.errors import AuthenticationRequired, NotFound, SessionExpired
 from app.ids import Prefix, new_id
 from app.models import Session, User
 from app.security import tokens
-from app.services import users
+from app.services import audit, users
 from app.services.audit import Origin
 from app.settings import Settings
 
@@ -52,6 +52,60 @@ def issue(
     """A new session row with fresh tokens, added to the caller's transaction: a new family
     (a sign-in), or the next of `rotated`'s family (a refresh), which ends when the family
     does however often it is refreshed."""
+    issued = _new(user, settings, origin, rotated)
+    db.add(issued.session)
+    return issued
+
+
+_INSERT_WITH_EVENT = (
+    "WITH s AS (INSERT INTO sessions (id, family_id, user_id, token_hash, refresh_token_hash, "  # noqa: S608
+    "expires_at, refresh_expires_at, family_expires_at, created_at, last_used_at, ip, "
+    "user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)) "
+    f"INSERT INTO audit_events ({audit.INSERT_COLUMNS}) "  # constant SQL
+    "VALUES ($13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
+)
+
+
+async def issue_with_event(
+    lookups: LookupPool, user: User, settings: Settings, origin: Origin, action: str
+) -> Issued | None:
+    """A new family's first session and the user's audit row `action` about it, written now
+    in one statement on the plain asyncpg pool (atomic alone: no transaction, no ORM flush);
+    None, writing nothing, when a flush subscriber acts on such a row (audit.unheard): then
+    `issue` and audit.by_user in a transaction it is."""
+    if not audit.unheard(action):
+        return None
+    issued = _new(user, settings, origin, None)
+    event = audit.new_event(
+        action,
+        origin=origin,
+        app_id=user.app_id,
+        env_id=user.env_id,
+        actor_id=user.id,
+        target_user_id=user.id,
+    )
+    s = issued.session
+    async with lookups.connection() as conn:
+        await conn.execute(
+            _INSERT_WITH_EVENT,
+            s.id,
+            s.family_id,
+            s.user_id,
+            s.token_hash,
+            s.refresh_token_hash,
+            s.expires_at,
+            s.refresh_expires_at,
+            s.family_expires_at,
+            s.created_at,
+            s.last_used_at,
+            s.ip,
+            s.user_agent,
+            *audit.insert_values(event),
+        )
+    return issued
+
+
+def _new(user: User, settings: Settings, origin: Origin, rotated: Session | None) -> Issued:
     now = clock.now()
     session_token = tokens.new_token(tokens.SESSION_PREFIX)
     refresh_token = tokens.new_token(tokens.REFRESH_PREFIX)
@@ -74,7 +128,6 @@ def issue(
         ip=origin.ip,
         user_agent=(origin.user_agent or "")[:512] or None,
     )
-    db.add(session)
     return Issued(session, session_token, refresh_token)
 
 

@@ -54,13 +54,12 @@ async def resolve(db: AsyncSession, app_ref: str | None, env_ref: str | None) ->
     return env
 
 
-async def resolve_ids(
-    lookups: LookupPool, app_ref: str | None, env_ref: str | None
-) -> tuple[str, str]:
-    """(app id, environment id) of what `resolve` finds, with the same rules and 404s, in one
-    prepared statement on the plain asyncpg pool outside any transaction: for a request that
-    needs only the ids (forgot-password, verify-email/send), where `resolve`'s transaction and
-    two ORM selects cost more than the rest of its work."""
+def target_join(app_ref: str | None, env_ref: str | None) -> tuple[str, str, list[str]]:
+    """The part of a hand-written statement that finds what `resolve` finds: the condition on
+    `environments e` to LEFT JOIN it to `apps a` with, the condition on `a`, and their
+    parameters ($1, and $2 when `env_ref` is given). No row is no app; a row whose e.id is NULL
+    is no environment. Only these constant conditions go into the text; references are
+    parameters."""
     app_ref = app_ref or DEFAULT_APP
     app_match = "a.id = $1" if is_valid(app_ref, Prefix.APP) else "a.slug = $1"
     args = [app_ref]
@@ -69,16 +68,32 @@ async def resolve_ids(
     else:
         env_match = "e.id = $2" if is_valid(env_ref, Prefix.ENV) else "e.slug = $2"
         args.append(env_ref)
-    # LEFT JOIN: no row is no app, a row without an environment is no environment. Only the
-    # constant column conditions above are put into the text; the references are parameters.
+    return f"e.app_id = a.id AND {env_match}", app_match, args
+
+
+def ensure_found(app_id: str | None, env_id: str | None) -> tuple[str, str]:
+    """`resolve`'s 404s for a row of a statement built on `target_join`."""
+    if app_id is None:
+        raise NotFound("app not found")
+    if env_id is None:
+        raise NotFound("environment not found")
+    return app_id, env_id
+
+
+async def resolve_ids(
+    lookups: LookupPool, app_ref: str | None, env_ref: str | None
+) -> tuple[str, str]:
+    """(app id, environment id) of what `resolve` finds, with the same rules and 404s, in one
+    prepared statement on the plain asyncpg pool outside any transaction: for a request that
+    needs only the ids (forgot-password, verify-email/send), where `resolve`'s transaction and
+    two ORM selects cost more than the rest of its work."""
+    env_join, app_match, args = target_join(app_ref, env_ref)
     query = (
         "SELECT a.id, e.id FROM apps a LEFT JOIN environments e "  # noqa: S608
-        f"ON e.app_id = a.id AND {env_match} WHERE {app_match}"
+        f"ON {env_join} WHERE {app_match}"
     )
     async with lookups.connection() as conn:
         row = await conn.fetchrow(query, *args)
     if row is None:
         raise NotFound("app not found")
-    if row[1] is None:
-        raise NotFound("environment not found")
-    return str(row[0]), str(row[1])
+    return ensure_found(row[0], row[1])

@@ -59,11 +59,16 @@ def email_matches(value: str) -> ColumnElement[bool]:
     """The condition finding a typed address among the stored ones: its normalised form when
     it is valid (else its NFC form, which then matches nothing), case-insensitively — lower()
     on both sides in PostgreSQL, as the unique index uq_users_email_live has it."""
+    return func.lower(col(User.email)) == func.lower(email_key(value))
+
+
+def email_key(value: str) -> str:
+    """What `email_matches` compares (lower() on both sides) for a typed address, for a
+    hand-written statement: its normalised form when valid, else its NFC form."""
     try:
-        key = clean_email(value)
+        return clean_email(value)
     except ValueError:
-        key = nfc_email(value.strip())
-    return func.lower(col(User.email)) == func.lower(key)
+        return nfc_email(value.strip())
 
 
 def nfc_email(value: str) -> str:

@@ -239,6 +239,10 @@ def raise_events(connection: Connection, events: Sequence[audit.NewEvent]) -> No
     jobs.enqueue_where(connection, FANOUT_JOB, candidates, condition=_SUBSCRIBED)
 
 
+# raise_events does nothing with a row that means no catalog event (a sign-in's, say).
+audit.hears(raise_events, lambda action, metadata: event_type_of(action, metadata) is not None)
+
+
 # ---- the body of an event ------------------------------------------------------------------
 
 
