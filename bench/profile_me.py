@@ -2,7 +2,7 @@
 on one Userkeep worker.
 
     .venv/bin/python -m bench.profile_me [--seconds 20] [--connections 16]
-        [--route me|forgot|faroe|token|introspect|signin]
+        [--route me|forgot|faroe|faroe-email|token|introspect|signin]
 
 Starts `python -m app serve` with one worker (one process, so py-spy sees every request) on the
 bench database, drives the route from bench.loadgen in another process, records the worker
@@ -25,7 +25,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from app.faroe.client import ENDPOINT as FAROE_ENDPOINT
 from app.faroe.client import encode_request, sign
@@ -34,6 +36,7 @@ from bench.common import ROOT, bench_db, purge_queued_jobs, start_server
 from bench.run import FAROE_SECRET, check, freshen, raw_request
 
 RESULTS = ROOT / "bench" / "results"
+T = TypeVar("T")
 PACKAGES = [
     ("app/", "app (Userkeep)"),
     ("sqlalchemy/", "sqlalchemy"),
@@ -115,39 +118,37 @@ def _short(frame: str) -> str:
     return f"{name} ({where})"
 
 
-async def _forgot_addresses(url: str, count: int) -> list[str]:
+def _fixture(url: str, make: Callable[[Any], Awaitable[T]]) -> T:
+    """`make(connection)` on a connection of its own to the bench database (a bench.fixtures
+    function: addresses, ids, an API key)."""
     import asyncpg
 
     from app import db as database
 
-    conn = await asyncpg.connect(**database._asyncpg_args(url))
-    try:
-        return await fixtures.forgot_addresses(conn, count)
-    finally:
-        await conn.close()
+    async def run() -> T:
+        conn = await asyncpg.connect(**database._asyncpg_args(url))
+        try:
+            return await make(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
 
 
-async def _user_ids(url: str, count: int) -> list[str]:
-    import asyncpg
-
-    from app import db as database
-
-    conn = await asyncpg.connect(**database._asyncpg_args(url))
-    try:
-        return await fixtures.sample_user_ids(conn, count)
-    finally:
-        await conn.close()
-
-
-def faroe_get_user_requests(base: str, url: str, count: int) -> list[str]:
-    """Signed get_user calls, each served once: enough distinct signatures (timestamps from
-    now on, and a nonce per round) for the whole run."""
-    ids = asyncio.run(_user_ids(url, count))
+def faroe_requests(route: str, base: str, url: str, count: int) -> list[str]:
+    """Signed get_user (or, for faroe-email, get_user_by_email_address) calls, each served
+    once: enough distinct signatures (timestamps from now on, and a nonce per round) for the
+    whole run."""
+    if route == "faroe-email":
+        emails = _fixture(url, lambda conn: fixtures.sample_emails(conn, count))
+        bodies = [encode_request("get_user_by_email_address", {"email_address": e}) for e in emails]
+    else:
+        ids = _fixture(url, lambda conn: fixtures.sample_user_ids(conn, count))
+        bodies = [encode_request("get_user", {"user_id": i}) for i in ids]
     now = int(time.time())
     signed = []
-    for round_ in range(max(1, 50_000 // len(ids))):
-        for user_id in ids:
-            body = encode_request("get_user", {"user_id": user_id})
+    for round_ in range(max(1, 50_000 // len(bodies))):
+        for body in bodies:
             headers = {"Content-Type": "application/json"}
             headers |= sign(FAROE_SECRET, body, now, f"profile-round-{round_:08d}")
             signed.append(raw_request("POST", base, FAROE_ENDPOINT, headers, body))
@@ -165,35 +166,24 @@ def token_requests(route: str, base: str, url: str, indexes: list[int]) -> list[
             raw_request("POST", base, "/v1/auth/token", {"Authorization": f"Bearer {t}"})
             for t in tokens
         ]
-    api_key = asyncio.run(_api_key(url))
+    api_key = _fixture(url, fixtures.seed_api_key)
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
     bodies = [json.dumps({"token": t}).encode() for t in tokens]
     check(base, ("POST", "/v1/auth/introspect"), 200, headers=headers, content=bodies[0])
     return [raw_request("POST", base, "/v1/auth/introspect", headers, b) for b in bodies]
 
 
-async def _api_key(url: str) -> str:
-    import asyncpg
-
-    from app import db as database
-
-    conn = await asyncpg.connect(**database._asyncpg_args(url))
-    try:
-        return await fixtures.seed_api_key(conn)
-    finally:
-        await conn.close()
-
-
 def requests_for(route: str, base: str, url: str, tokens: int) -> list[str]:
     if route == "forgot":
         path, json_type = "/v1/auth/forgot-password", {"Content-Type": "application/json"}
         bodies = [
-            json.dumps({"email": e}).encode() for e in asyncio.run(_forgot_addresses(url, tokens))
+            json.dumps({"email": e}).encode()
+            for e in _fixture(url, lambda conn: fixtures.forgot_addresses(conn, tokens))
         ]
         check(base, ("POST", path), 200, content=bodies[0], headers=json_type)
         return [raw_request("POST", base, path, json_type, b) for b in bodies]
-    if route == "faroe":
-        return faroe_get_user_requests(base, url, tokens)
+    if route in ("faroe", "faroe-email"):
+        return faroe_requests(route, base, url, tokens)
     if route == "signin":
         # The accounts bench.run seeds (BENCH_SIGNIN_USERS, 1000): argon2id is verified in a
         # worker thread, which `--gil` samples only while it holds the GIL (argon2 releases it).
@@ -227,7 +217,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=1000)
-    routes = ["me", "forgot", "faroe", "token", "introspect", "signin"]
+    routes = ["me", "forgot", "faroe", "faroe-email", "token", "introspect", "signin"]
     parser.add_argument("--route", default="me", choices=routes)
     parser.add_argument("--tool", default="auto", choices=["auto", "python", "wrk"])
     args = parser.parse_args()
