@@ -112,8 +112,7 @@ class RequestId:
                 request_id = value.decode()
         if request_id is None:
             # Unique, not secret (it is echoed and logged): the process's PRNG, which Python
-            # reseeds in every forked child, rather than a getrandom() system call per request
-            # (measured: a tenth of a /me on this VM).
+            # reseeds in every forked child, is enough; no system call per request.
             request_id = f"{random.getrandbits(64):016x}"
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id

@@ -50,8 +50,7 @@ async def issue(ring: KeyRing, principal: Principal, settings: Settings) -> dict
         "exp": issued_at + settings.jwt_ttl,
         # Lets a resource server remember tokens it has seen (replay, single use) if it wants.
         # RFC 7519 asks only that it be unique, and the signature makes it unforgeable: 128
-        # bits of the process's PRNG (reseeded in every forked child), not a getrandom()
-        # system call, which cost a third as much as the signature here.
+        # bits of the process's PRNG (reseeded in every forked child) are enough.
         "jti": f"{random.getrandbits(128):032x}",
     }
     token = jwt.encode(
