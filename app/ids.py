@@ -1,5 +1,6 @@
 """TypeID prefixes and the one parser every path or body id goes through."""
 
+import re
 from collections.abc import Callable
 from enum import StrEnum
 
@@ -24,15 +25,20 @@ def new_id(prefix: Prefix) -> str:
     return str(TypeID(prefix=prefix.value))
 
 
+# A TypeID's suffix: 26 characters of lower-case Crockford base32, the first at most "7" (the
+# 128 bits of a UUID). The spec's rule as one regular expression: TypeID.from_string, which
+# checks the same, cost 10 µs a call, and every id of a request goes through here (a Faroe
+# get_user checks two).
+_SUFFIX = re.compile(r"[0-7][0-9a-hjkmnp-tv-z]{25}")
+
+
 def is_valid(value: str, prefix: Prefix) -> bool:
     """True when `value` is a well-formed TypeID with exactly this prefix."""
-    if not value.startswith(prefix.value + "_") or len(value) != len(prefix.value) + 27:
-        return False
-    try:
-        parsed = TypeID.from_string(value)
-    except Exception:  # the library raises several types for malformed suffixes
-        return False
-    return parsed.prefix == prefix.value
+    return (
+        len(value) == len(prefix.value) + 27
+        and value.startswith(prefix.value + "_")
+        and _SUFFIX.fullmatch(value, len(prefix.value) + 1) is not None
+    )
 
 
 def checker(prefix: Prefix) -> Callable[[str], str]:

@@ -14,25 +14,16 @@ cost is the difference.
 """
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import tempfile
 
-import psutil
-
-from bench.common import ROOT, bench_db, purge_queued_jobs, start_server
+from bench.common import ROOT, bench_db, postmaster_pid, purge_queued_jobs, start_server, tree_cpu
 from bench.profile_me import requests_for
 from bench.run import FAROE_SECRET
-
-
-def server_cpu(pid: int) -> float:
-    server = psutil.Process(pid)
-    return sum(
-        times.user + times.system
-        for times in (p.cpu_times() for p in [server, *server.children(recursive=True)])
-    )
 
 
 def drive(base: str, requests: list[str], seconds: float, connections: int) -> dict:
@@ -60,19 +51,27 @@ def main() -> None:
     routes = [r.strip() for r in args.routes.split(",") if r.strip()]
     env = dict(item.split("=", 1) for item in args.env)
     costs: dict[str, list[float]] = {route: [] for route in routes}
+    pg_costs: dict[str, list[float]] = {route: [] for route in routes}
     with bench_db(os.environ.get("BENCH_DATABASE_URL")) as url:
         server, base = start_server(url, 1, RATE_LIMITS="off", FAROE_SECRET=FAROE_SECRET, **env)
+        postgres = asyncio.run(postmaster_pid(url))
         try:
             for _ in range(args.rounds):
                 for route in routes:
                     requests = requests_for(route, base, url, 1000)
-                    before = server_cpu(server.pid)
+                    before = tree_cpu(server.pid) or 0.0, tree_cpu(postgres) if postgres else None
                     result = drive(base, requests, args.seconds, args.connections)
-                    cost = 1000 * (server_cpu(server.pid) - before) / max(1, result["requests"])
+                    done = max(1, result["requests"])
+                    cost = 1000 * ((tree_cpu(server.pid) or 0.0) - before[0]) / done
                     costs[route].append(cost)
+                    pg = ""
+                    if before[1] is not None and postgres:
+                        pg_cost = 1000 * ((tree_cpu(postgres) or 0.0) - before[1]) / done
+                        pg_costs[route].append(pg_cost)
+                        pg = f", PostgreSQL CPU {pg_cost:.3f} ms/request"
                     print(
                         f"  {route}: {result['requests']:,} requests, {result['rps']:,.0f} req/s, "
-                        f"{result['errors']} errors, server CPU {cost:.3f} ms/request",
+                        f"{result['errors']} errors, server CPU {cost:.3f} ms/request{pg}",
                         flush=True,
                     )
         finally:
@@ -87,6 +86,10 @@ def main() -> None:
         mean = sum(values) / len(values)
         ratio = f"  {me / mean:.2f}x /me by CPU" if me and route != "me" else ""
         print(f"  {route:12} {mean:.3f} ms (spread {min(values):.3f} to {max(values):.3f}){ratio}")
+    if all(pg_costs.values()):
+        print("PostgreSQL CPU per request")
+        for route, values in pg_costs.items():
+            print(f"  {route:12} {sum(values) / len(values):.3f} ms")
     extra = "".join(f" --env {item}" for item in args.env)
     print(
         f"\ncommand: .venv/bin/python -m bench.route_cpu --routes {args.routes} "
@@ -95,8 +98,6 @@ def main() -> None:
 
 
 def purge_queued_jobs_sync(url: str) -> None:
-    import asyncio
-
     asyncio.run(purge_queued_jobs(url))
 
 

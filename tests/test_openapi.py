@@ -111,6 +111,10 @@ def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
         yield from _calls(sub)
 
 
+def _is_rate_limit(call: Callable[..., Any]) -> bool:
+    return getattr(call, "__qualname__", "") == "rate_limit.<locals>.per_ip_limit"
+
+
 @dataclass(frozen=True)
 class Facts:
     operation_id: str
@@ -161,8 +165,8 @@ def facts(route: APIRoute, operation: dict[str, Any], spec: dict[str, Any]) -> F
                 tokens.get_introspector_key,
             }
         ),
-        # Per-IP rules (deps.rate_limit) and per-account ones (deps.Limits) both need Rules.
-        rate_limited=deps.get_rules in calls,
+        # Per-account rules (deps.Limits) need Rules; a per-IP rule is deps.rate_limit's.
+        rate_limited=deps.get_rules in calls or any(_is_rate_limit(call) for call in calls),
         touches_db=bool(
             calls
             & {

@@ -328,9 +328,14 @@ def parse_request(body: bytes) -> Action:
 _INVOCATION_ID_ALPHABET = "abcdefghjkmnopqrstuvwxyz23456789"
 
 
+# Byte b to the alphabet's character b >> 3, as a table for bytes.translate: one C call where
+# a join over a generator cost more than the rest of building a get_user answer.
+_INVOCATION_ID_TABLE = bytes(ord(_INVOCATION_ID_ALPHABET[b >> 3]) for b in range(256))
+
+
 def generate_action_invocation_id() -> str:
     """Return a fresh 24-character id, generated exactly as JSUS does (120 random bits)."""
-    return "".join(_INVOCATION_ID_ALPHABET[byte >> 3] for byte in secrets.token_bytes(24))
+    return secrets.token_bytes(24).translate(_INVOCATION_ID_TABLE).decode("ascii")
 
 
 # --- result serialization ------------------------------------------------------------------
