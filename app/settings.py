@@ -132,9 +132,12 @@ class Settings(BaseSettings):
         description="body cap of POST /v1/admin/users/import (up to 1,000 users)",
     )
 
-    # Hashing is CPU-bound: at most `hash_concurrency` at once (default: one per core); past a
-    # queue of `hash_queue_max` waiting requests the answer is 503 instead of a long wait.
-    hash_concurrency: int = Field(default=0, ge=0, description="0 = number of cores")
+    # Hashing is CPU-bound: at most `hash_concurrency` at once per worker process (default:
+    # the cores shared among the workers); past a queue of `hash_queue_max` waiting requests
+    # the answer is 503 instead of a long wait.
+    hash_concurrency: int = Field(
+        default=0, ge=0, description="per worker process; 0 = cores / WORKERS, at least 1"
+    )
     hash_queue_max: int = Field(default=16, ge=0)
 
     # argon2id for new hashes (and the re-hash of a weaker one at sign-in). The defaults are

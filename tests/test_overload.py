@@ -8,6 +8,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.main import create_app
+from app.security.passwords import PasswordHasher
 from tests.conftest import make_settings
 from tests.helpers import PASSWORD, unique_email
 
@@ -40,3 +41,21 @@ async def test_a_burst_past_the_queue_gets_503_with_retry_after_and_writes_nothi
         count = await pg.fetchval("SELECT count(*) FROM users WHERE email = $1", email)
         assert count == (1 if response.status_code == 201 else 0)
     assert small_queue_app.state.hasher.waiting == 0
+
+
+@pytest.mark.parametrize(
+    ("cores", "workers", "expected"), [(2, 1, 2), (2, 2, 1), (2, 4, 1), (8, 2, 4)]
+)
+def test_by_default_the_workers_share_the_cores_for_hashing(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, cores: int, workers: int, expected: int
+) -> None:
+    # More hashes at once than cores only make each slower (argon2id's 19 MiB evict each
+    # other): with WORKERS processes, each hashes cores / WORKERS at once.
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    settings = make_settings(database_url, workers=workers)
+    assert PasswordHasher.from_settings(settings).concurrency == expected
+
+
+def test_hash_concurrency_set_by_the_operator_wins(database_url: str) -> None:
+    settings = make_settings(database_url, workers=2, hash_concurrency=3)
+    assert PasswordHasher.from_settings(settings).concurrency == 3
