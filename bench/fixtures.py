@@ -95,40 +95,14 @@ async def seed_sessions(conn: asyncpg.Connection, count: int) -> int:
                 count,
             )
         ]
-        now = datetime.now(UTC)
-        far = now + timedelta(days=3650)
-        records = (
-            (
-                new_id(Prefix.SESSION),
-                new_id(Prefix.FAMILY),
-                owners[i % len(owners)],
-                sha256(session_token(i)),
-                sha256("ukrt_" + _token("refresh", i)),
-                far,
-                far,
-                far,
-                now,
-                now,
-                BENCH_AGENT,
-            )
-            for i in missing
-        )
-        await conn.copy_records_to_table(
-            "sessions",
-            records=records,
-            columns=[
-                "id",
-                "family_id",
-                "user_id",
-                "token_hash",
-                "refresh_token_hash",
-                "expires_at",
-                "refresh_expires_at",
-                "family_expires_at",
-                "created_at",
-                "last_used_at",
-                "user_agent",
+        await _copy_sessions(
+            conn,
+            [
+                (owners[i % len(owners)], session_token(i), "ukrt_" + _token("refresh", i))
+                for i in missing
             ],
+            timedelta(days=3650),
+            BENCH_AGENT,
         )
         await conn.execute("VACUUM ANALYZE sessions")
         print(f"seeded {len(missing):,} sessions in {time.monotonic() - started:.0f} s")
@@ -339,16 +313,28 @@ async def seed_refresh_sessions(conn: asyncpg.Connection, nonce: str, count: int
         )
     ]
     tokens = [refresh_token(nonce, i) for i in range(count)]
+    sessions = [
+        (owners[i % len(owners)], f"ukst_refresh-{nonce}-{i}", token)
+        for i, token in enumerate(tokens)
+    ]
+    await _copy_sessions(conn, sessions, timedelta(days=1), REFRESH_AGENT.format(nonce))
+    return tokens
+
+
+async def _copy_sessions(
+    conn: asyncpg.Connection, sessions: list[tuple[str, str, str]], life: timedelta, agent: str
+) -> None:
+    """(user id, session token, refresh token) rows as live sessions, each of a family of its
+    own, lasting `life`, tagged with `agent`: one COPY."""
     now = datetime.now(UTC)
-    far = now + timedelta(days=1)
-    agent = REFRESH_AGENT.format(nonce)
+    far = now + life
     records = (
         (
             new_id(Prefix.SESSION),
             new_id(Prefix.FAMILY),
-            owners[i % len(owners)],
-            sha256(f"ukst_refresh-{nonce}-{i}"),
-            sha256(token),
+            user_id,
+            sha256(session),
+            sha256(refresh),
             far,
             far,
             far,
@@ -356,26 +342,11 @@ async def seed_refresh_sessions(conn: asyncpg.Connection, nonce: str, count: int
             now,
             agent,
         )
-        for i, token in enumerate(tokens)
+        for user_id, session, refresh in sessions
     )
-    await conn.copy_records_to_table(
-        "sessions",
-        records=records,
-        columns=[
-            "id",
-            "family_id",
-            "user_id",
-            "token_hash",
-            "refresh_token_hash",
-            "expires_at",
-            "refresh_expires_at",
-            "family_expires_at",
-            "created_at",
-            "last_used_at",
-            "user_agent",
-        ],
-    )
-    return tokens
+    columns = ["id", "family_id", "user_id", "token_hash", "refresh_token_hash", "expires_at"]
+    columns += ["refresh_expires_at", "family_expires_at", "created_at", "last_used_at"]
+    await conn.copy_records_to_table("sessions", records=records, columns=[*columns, "user_agent"])
 
 
 async def forget_refresh_sessions(conn: asyncpg.Connection, nonce: str) -> int:

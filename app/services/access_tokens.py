@@ -92,7 +92,6 @@ async def introspect(
     does not own. A token of another app is inactive even for the default app's keys: a
     resource server of one app must not accept another app's users. `writes` opens a session
     only for a failure's audit row."""
-    failure = None
     principal: Principal | None = None
     async with lookups.connection() as conn:
         row = await conn.fetchrow(_INTROSPECT, tokens.digest(key), tokens.digest(token))
@@ -100,15 +99,14 @@ async def introspect(
         try:
             principal = await sessions.accept(conn, row)
         except AuthenticationRequired:
-            failure = "unknown_token"
+            pass  # never ours: audited below
         except (SessionExpired, UserBanned):
             # Routine (a client holding a token past its end); the ban or sign-out has its
             # own audit row.
             return caller, INACTIVE
-    if principal is not None and principal.user.app_id != caller.app_id:
-        failure = "other_app"
-    if principal is None or failure is not None:
-        await _failed(writes, rules, origin, caller, failure or "unknown_token")
+    if principal is None or principal.user.app_id != caller.app_id:
+        reason = "unknown_token" if principal is None else "other_app"
+        await _failed(writes, rules, origin, caller, reason)
         return caller, INACTIVE
     user = principal.user
     return caller, {

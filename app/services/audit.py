@@ -53,8 +53,15 @@ def by_user(
     metadata: dict[str, Any] | None = None,
 ) -> None:
     """An event a user caused about themselves (sign-up, sign-in, password change, …)."""
-    record(
-        db,
+    db.add(user_event(action, origin, user, metadata))
+
+
+def user_event(
+    action: str, origin: Origin, user: User, metadata: dict[str, Any] | None = None
+) -> AuditEvent:
+    """The row `by_user` adds, not yet in any session (sessions.issue_with_event writes it in
+    a statement of its own)."""
+    return new_event(
         action,
         origin=origin,
         app_id=user.app_id,

@@ -18,7 +18,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from sqlalchemy import Table, case, func, null, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -325,7 +325,10 @@ class Replayed(Exception):
     """The signed request was served before (the guard ran in the read's statement)."""
 
 
-def is_read(action: protocol.Action) -> bool:
+def is_read(
+    action: protocol.Action,
+) -> TypeGuard[protocol.GetUser | protocol.GetUserByEmailAddress]:
+    """get_user or get_user_by_email_address: served by `read`, without a transaction."""
     return isinstance(action, protocol.GetUser | protocol.GetUserByEmailAddress)
 
 
@@ -527,7 +530,7 @@ async def invoke(
     create_user, None for the other four; raises ActionError for an action error,
     FaroeAppMissing when FAROE_APP names no app, protocol.InvalidRequest for a password out of
     `bounds` (before any database work)."""
-    if isinstance(action, protocol.GetUser | protocol.GetUserByEmailAddress):
+    if is_read(action):
         return await read(lookups, app_ref, action, bounds, mfa_disables, guard)
     assert guard is None, "a change checks its signature's first use before it begins"
     action_name, handler = _HANDLERS[type(action)]

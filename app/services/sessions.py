@@ -76,14 +76,7 @@ async def issue_with_event(
     if not audit.unheard(action):
         return None
     issued = _new(user, settings, origin, None)
-    event = audit.new_event(
-        action,
-        origin=origin,
-        app_id=user.app_id,
-        env_id=user.env_id,
-        actor_id=user.id,
-        target_user_id=user.id,
-    )
+    event = audit.user_event(action, origin, user)
     s = issued.session
     async with lookups.connection() as conn:
         await conn.execute(
